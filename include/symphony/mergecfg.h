@@ -1,0 +1,110 @@
+/* Merge configuration: a mergekit-moe YAML file plus symphony-stream's own settings.
+ *
+ * A mergekit-moe config (base_model, dtype, experts_per_token, gate_mode, experts with
+ * source_model and prompts) loads unchanged. The optional `symphony:` section adds the
+ * method's settings. Relative paths are resolved against the config file's directory.
+ */
+#ifndef SYMPHONY_MERGECFG_H
+#define SYMPHONY_MERGECFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "symphony/safetensors.h"
+#include "symphony/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sym_gate_mode {
+    SYM_GATE_HIDDEN,         /* mergekit's default: mean hidden state of the prompts */
+    SYM_GATE_HIDDEN_AVG,     /* hidden, averaged over all positions */
+    SYM_GATE_CHEAP_EMBED,    /* mean token embedding of the prompts */
+    SYM_GATE_RANDOM,         /* standard normal rows */
+    SYM_GATE_UNIFORM_RANDOM, /* rows uniform in [-1, 1) */
+} sym_gate_mode;
+
+typedef enum sym_router_init {
+    SYM_ROUTER_INIT_GATE_MODE, /* rows as gate_mode says */
+    SYM_ROUTER_INIT_ZERO,      /* all-zero rows: with k = N every token gets 1/N of each */
+} sym_router_init;
+
+typedef enum sym_attention_mode {
+    SYM_ATTENTION_SLERP,  /* SLERP for two sources, multi-SLERP for more */
+    SYM_ATTENTION_LINEAR, /* weighted mean */
+    SYM_ATTENTION_BASE,   /* copy from the anchor */
+} sym_attention_mode;
+
+typedef enum sym_router_objective {
+    SYM_ROUTER_CLASSIFY, /* domain classification plus load balancing */
+    SYM_ROUTER_DISTILL,  /* local distillation towards the domain expert */
+} sym_router_objective;
+
+/* One expert: a source model and its prompts and calibration text. */
+typedef struct sym_expert_cfg {
+    char *source_model; /* resolved path */
+    char **positive_prompts;
+    size_t n_positive;
+    char **negative_prompts;
+    size_t n_negative;
+    char **calibration; /* resolved paths of text files */
+    size_t n_calibration;
+    /* Weight schedule over depth: one value for every layer, or several interpolated
+     * linearly from the first layer to the last. Empty means the default 1/N. */
+    double *weights;
+    size_t n_weights;
+} sym_expert_cfg;
+
+/* Router training settings, validated now and used once router training exists. */
+typedef struct sym_router_cfg {
+    sym_router_init init;
+    sym_router_objective objective;
+    int64_t steps;
+    double learning_rate;
+    double balance_weight;
+} sym_router_cfg;
+
+typedef struct sym_merge_config {
+    char *path;       /* the config file */
+    char *base_model; /* resolved path, or NULL */
+    sym_dtype dtype;
+    int64_t experts_per_token;
+    sym_gate_mode gate_mode;
+    sym_expert_cfg *experts;
+    size_t n_experts;
+
+    /* symphony: section */
+    char *anchor; /* resolved path of the anchor source, or NULL for the default */
+    int64_t calibration_tokens;
+    int64_t sequence_length;
+    sym_attention_mode attention;
+    bool rope_anchor;
+    sym_router_cfg router;
+    uint64_t seed;
+} sym_merge_config;
+
+/* Loads and validates a config file. Unknown keys are errors naming the nearest known
+ * key; mergekit keys without an implementation are SYM_ERR_UNSUPPORTED naming the key.
+ * Free the result with sym_merge_config_free, also after a failure. */
+sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_error *err);
+
+void sym_merge_config_free(sym_merge_config *cfg);
+
+/* Returns the config spelling of a gate mode, dtype or attention mode. */
+const char *sym_gate_mode_name(sym_gate_mode mode);
+const char *sym_attention_mode_name(sym_attention_mode mode);
+
+/* Parses "bfloat16", "float16" or "float32" (and "bf16", "fp16", "fp32"). */
+bool sym_output_dtype_from_name(const char *name, sym_dtype *dtype);
+
+/* Returns the weight of an expert at a layer, before normalisation: the schedule
+ * interpolated at depth layer / (n_layers - 1), or 1 when the expert has none. */
+double sym_expert_weight_at(const sym_expert_cfg *expert, int layer, int n_layers);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,160 @@
+/* Fusion arithmetic; see include/symphony/fusion.h for the definitions. */
+#include "symphony/fusion.h"
+
+#include <math.h>
+#include <string.h>
+
+void sym_fusion_gram_add(const float *const *src, size_t n, size_t count, double *gram)
+{
+    for (size_t a = 0; a < n; a++) {
+        for (size_t b = a; b < n; b++) {
+            double dot = 0.0;
+            for (size_t j = 0; j < count; j++)
+                dot += (double)src[a][j] * (double)src[b][j];
+            gram[a * n + b] += dot;
+            if (b != a)
+                gram[b * n + a] += dot;
+        }
+    }
+}
+
+void sym_slerp_coefficients(const double *gram, double t, double *coef)
+{
+    double norm0 = sqrt(gram[0]), norm1 = sqrt(gram[3]);
+    coef[0] = 1.0 - t;
+    coef[1] = t;
+    if (norm0 == 0.0 || norm1 == 0.0)
+        return;
+    double dot = gram[1] / (norm0 * norm1);
+    if (dot > SYM_SLERP_DOT_THRESHOLD)
+        return;
+    if (dot < -1.0)
+        dot = -1.0;
+    double theta = acos(dot);
+    double sin_theta = sin(theta);
+    coef[0] = sin((1.0 - t) * theta) / sin_theta;
+    coef[1] = sin(t * theta) / sin_theta;
+}
+
+void sym_multi_slerp_coefficients(const double *gram, const double *weights, size_t n,
+                                  double *coef)
+{
+    /* coef holds r = sum_j coef[j] x_j; |r|^2 and <r, x_i> follow from the Gram matrix. */
+    memset(coef, 0, n * sizeof *coef);
+    coef[0] = 1.0;
+    double cumulative = weights[0];
+    for (size_t i = 1; i < n; i++) {
+        cumulative += weights[i];
+        double t = cumulative > 0.0 ? weights[i] / cumulative : 0.0;
+        double r_norm2 = 0.0, r_dot_x = 0.0;
+        for (size_t a = 0; a < i; a++) {
+            r_dot_x += coef[a] * gram[a * n + i];
+            for (size_t b = 0; b < i; b++)
+                r_norm2 += coef[a] * coef[b] * gram[a * n + b];
+        }
+        double pair_gram[4] = {r_norm2, r_dot_x, r_dot_x, gram[i * n + i]};
+        double pair[2];
+        sym_slerp_coefficients(pair_gram, t, pair);
+        for (size_t a = 0; a < i; a++)
+            coef[a] *= pair[0];
+        coef[i] = pair[1];
+    }
+}
+
+void sym_fusion_combine(const float *const *src, const double *coef, size_t n, size_t count,
+                        float *out)
+{
+    for (size_t j = 0; j < count; j++) {
+        double sum = 0.0;
+        for (size_t i = 0; i < n; i++)
+            sum += coef[i] * (double)src[i][j];
+        out[j] = (float)sum;
+    }
+}
+
+size_t sym_find_nonfinite(const float *values, size_t count)
+{
+    for (size_t j = 0; j < count; j++)
+        if (!isfinite(values[j]))
+            return j;
+    return count;
+}
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return bits;
+}
+
+/* TODO: switch to the SIMD kernels' converters once they exist; this is the only caller. */
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t bits = f32_bits(f);
+    if ((bits & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((bits >> 16) | 0x0040u); /* quiet NaN, sign kept */
+    uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)((bits + rounding) >> 16);
+}
+
+/* f32 -> f16, round to nearest even, including subnormal results. */
+static uint16_t f32_to_f16(float f, uint64_t *overflow)
+{
+    uint32_t bits = f32_bits(f);
+    uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
+    uint32_t abs_bits = bits & 0x7fffffffu;
+    if (abs_bits > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00u);
+    if (abs_bits == 0x7f800000u)
+        return (uint16_t)(sign | 0x7c00u);
+    int exponent = (int)(abs_bits >> 23) - 127;
+    uint32_t mantissa = (abs_bits & 0x7fffffu) | 0x800000u;
+    if (exponent < -25)
+        return sign;
+    if (exponent < -14) {
+        /* Subnormal: value = mantissa x 2^(exponent - 23); unit 2^-24. */
+        int shift = -exponent - 1;
+        uint32_t half = 1u << (shift - 1);
+        uint32_t rest = mantissa & ((1u << shift) - 1u);
+        uint32_t q = mantissa >> shift;
+        if (rest > half || (rest == half && (q & 1u)))
+            q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t q = ((uint32_t)(exponent + 15) << 10) | ((mantissa >> 13) & 0x3ffu);
+    uint32_t rest = mantissa & 0x1fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (q & 1u)))
+        q++;
+    if (q >= 0x7c00u) {
+        (*overflow)++;
+        return (uint16_t)(sign | 0x7c00u);
+    }
+    return (uint16_t)(sign | q);
+}
+
+sym_status sym_convert_f32(const float *src, size_t count, sym_dtype dtype, uint8_t *dst,
+                           uint64_t *overflow, sym_error *err)
+{
+    switch (dtype) {
+    case SYM_DTYPE_F32:
+        memcpy(dst, src, count * 4);
+        return SYM_OK;
+    case SYM_DTYPE_BF16:
+        for (size_t j = 0; j < count; j++) {
+            uint16_t h = f32_to_bf16(src[j]);
+            dst[2 * j] = (uint8_t)h;
+            dst[2 * j + 1] = (uint8_t)(h >> 8);
+        }
+        return SYM_OK;
+    case SYM_DTYPE_F16:
+        for (size_t j = 0; j < count; j++) {
+            uint16_t h = f32_to_f16(src[j], overflow);
+            dst[2 * j] = (uint8_t)h;
+            dst[2 * j + 1] = (uint8_t)(h >> 8);
+        }
+        return SYM_OK;
+    default:
+        return sym_error_set(err, SYM_ERR_UNSUPPORTED, "output dtype %s is not supported",
+                             sym_dtype_name(dtype));
+    }
+}
