@@ -45,3 +45,47 @@ void sym_kill_point(void);
 void sym_kill_now(void) __attribute__((noreturn));
 
 #endif
+
+/* Tensor production: the sources of a merge and one job per output tensor. */
+#include "symphony/mergecfg.h"
+#include "symphony/model.h"
+
+typedef struct sym_merge_sources {
+    sym_model *const *experts; /* expert e's FFN becomes expert e */
+    size_t n_experts;
+    const sym_model *anchor;
+    const sym_merge_config *cfg;
+    int n_layers;
+    uint64_t vocab_out; /* rows of the output embedding and lm_head */
+    uint64_t hidden;
+} sym_merge_sources;
+
+typedef enum sym_job_kind {
+    SYM_JOB_EMBED,     /* selective linear over the union vocabulary */
+    SYM_JOB_LM_HEAD,   /* the same, from each source's lm_head (its embedding if tied) */
+    SYM_JOB_NORM,      /* weighted mean */
+    SYM_JOB_ATTENTION, /* symphony.attention: slerp, linear or base */
+    SYM_JOB_EXPERT,    /* expert e's FFN tensor, converted */
+    SYM_JOB_ROUTER,    /* [n_experts, hidden] rows from the router settings */
+} sym_job_kind;
+
+typedef struct sym_tensor_job {
+    sym_job_kind kind;
+    sym_role role;
+    int layer;
+    int expert;
+} sym_tensor_job;
+
+/* Receives a tensor's f32 values in order, in blocks. */
+typedef struct sym_tensor_sink {
+    sym_status (*write)(void *context, const float *values, size_t count, sym_error *err);
+    void *context;
+} sym_tensor_sink;
+
+/* Computes one output tensor and passes its values, row-major, to sink. */
+sym_status sym_produce_tensor(const sym_merge_sources *src, const sym_tensor_job *job,
+                              const sym_tensor_sink *sink, sym_error *err);
+
+/* Returns the f32 working memory, in bytes, that producing a job needs at most. */
+uint64_t sym_job_memory(const sym_merge_sources *src, const sym_tensor_job *job,
+                        uint64_t numel);

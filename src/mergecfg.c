@@ -259,10 +259,10 @@ static sym_status read_experts(cfg_reader *r, yaml_node_t *node, sym_merge_confi
     if (node->type != YAML_SEQUENCE_NODE)
         return sym_error_set(r->err, SYM_ERR_INVALID, "%s: 'experts' must be a list", r->path);
     size_t n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
-    if (n < 2)
+    if (n < 2 || n > SYM_MAX_SOURCES)
         return sym_error_set(r->err, SYM_ERR_INVALID,
-                             "%s: 'experts' lists %zu source(s); a merge needs at least 2",
-                             r->path, n);
+                             "%s: 'experts' lists %zu source(s); a merge needs 2 to %d",
+                             r->path, n, SYM_MAX_SOURCES);
     cfg->experts = calloc(n, sizeof *cfg->experts);
     if (cfg->experts == NULL)
         return sym_error_set(r->err, SYM_ERR_NOMEM, "%s: out of memory", r->path);

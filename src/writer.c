@@ -242,6 +242,15 @@ static const char *torch_dtype_name(sym_dtype dtype)
     return "float32";
 }
 
+/* Sets a real value, keeping the anchor's spelling when it already holds that value. */
+static void set_real(json_t *root, const char *key, double value)
+{
+    json_t *old = json_object_get(root, key);
+    if (old != NULL && json_is_number(old) && json_number_value(old) == value)
+        return;
+    json_object_set_new(root, key, json_real(value));
+}
+
 /* Writes every architecture value explicitly: Mixtral's defaults differ from Llama's. */
 static void set_architecture(json_t *root, const sym_model_config *c,
                              const sym_moe_config_values *v)
@@ -258,8 +267,8 @@ static void set_architecture(json_t *root, const sym_model_config *c,
     json_object_set_new(root, "head_dim", json_integer(c->head_dim));
     json_object_set_new(root, "max_position_embeddings",
                         json_integer(c->max_position_embeddings));
-    json_object_set_new(root, "rms_norm_eps", json_real(c->rms_norm_eps));
-    json_object_set_new(root, "rope_theta", json_real(c->rope_theta));
+    set_real(root, "rms_norm_eps", c->rms_norm_eps);
+    set_real(root, "rope_theta", c->rope_theta);
     json_object_set_new(root, "hidden_act", json_string("silu"));
     json_object_set_new(root, "vocab_size", json_integer(v->vocab_size));
     json_object_set_new(root, "tie_word_embeddings", json_boolean(v->tie_word_embeddings));

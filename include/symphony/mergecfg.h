@@ -18,6 +18,9 @@
 extern "C" {
 #endif
 
+/* Most experts a merge accepts. */
+#define SYM_MAX_SOURCES 64
+
 typedef enum sym_gate_mode {
     SYM_GATE_HIDDEN,         /* mergekit's default: mean hidden state of the prompts */
     SYM_GATE_HIDDEN_AVG,     /* hidden, averaged over all positions */

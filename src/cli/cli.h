@@ -47,5 +47,7 @@ bool cli_parse_int(const char *text, long long min, long long max, long long *va
 bool cli_parse_double(const char *text, double *value);
 
 int cmd_inspect(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 #endif

@@ -8,6 +8,8 @@
 
 static const cli_command commands[] = {
     {"inspect", "describe models and check that they can be merged", cmd_inspect},
+    {"merge", "merge dense models into a Mixtral-style MoE (resumable)", cmd_merge},
+    {"verify", "check a merged model's files and tensor checksums", cmd_verify},
 };
 
 static const size_t command_count = sizeof commands / sizeof commands[0];

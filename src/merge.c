@@ -1,0 +1,970 @@
+/* The merge driver: sources, plan, output directory lifecycle, journal and resume.
+ *
+ * Output is built in OUTPUT.partial. symphony-merge.json there holds the fingerprint of
+ * the merge (config bytes, settings, every source shard's size, mtime and header hash);
+ * a resume is accepted only when it matches. Each tensor is written at its planned offset,
+ * made durable, then journaled; a resume re-checks every journaled tensor's checksum and
+ * writes only the rest. When every tensor is done the metadata files are written, the
+ * directory is renamed to OUTPUT, and the journal is deleted.
+ */
+#include "symphony/merge.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "merge_internal.h"
+#include "symphony/compat.h"
+#include "symphony/fusion.h"
+#include "symphony/writer.h"
+
+/* TODO: take the variant from the SIMD dispatcher once the kernels exist. */
+#define SIMD_VARIANT "scalar"
+
+/* Everything one merge run holds. */
+typedef struct merge_run {
+    const sym_merge_config *cfg;
+    const sym_merge_options *opts;
+    sym_model *experts[SYM_MAX_SOURCES];
+    sym_model *base; /* base_model when it is not an expert */
+    sym_model *anchor;
+    const sym_model *vocab_donor;
+    sym_merge_sources sources;
+    bool tied;
+    sym_out_plan plan;
+    sym_tensor_job *jobs;
+    bool *done;
+    char partial[PATH_MAX];
+    char lock_path[PATH_MAX];
+    int lock_fd;
+    int *shard_fds;
+    sym_journal journal;
+    json_t *fingerprint;
+} merge_run;
+
+static sym_status check_supported(const sym_merge_config *cfg, sym_error *err)
+{
+    if (cfg->calibration_tokens > 0)
+        return sym_error_set(err, SYM_ERR_UNSUPPORTED,
+                             "%s: calibration_tokens %lld: calibration (expert alignment and "
+                             "router training) is not supported yet; use 0",
+                             cfg->path, (long long)cfg->calibration_tokens);
+    if (cfg->router.init == SYM_ROUTER_INIT_GATE_MODE &&
+        cfg->gate_mode != SYM_GATE_RANDOM && cfg->gate_mode != SYM_GATE_UNIFORM_RANDOM)
+        return sym_error_set(err, SYM_ERR_UNSUPPORTED,
+                             "%s: gate_mode '%s' is not supported yet; use random or "
+                             "uniform_random, or symphony.router.init: zero",
+                             cfg->path, sym_gate_mode_name(cfg->gate_mode));
+    return SYM_OK;
+}
+
+static bool same_path(const char *a, const char *b)
+{
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (realpath(a, ra) == NULL || realpath(b, rb) == NULL)
+        return strcmp(a, b) == 0;
+    return strcmp(ra, rb) == 0;
+}
+
+static sym_status open_models(merge_run *run, sym_error *err)
+{
+    const sym_merge_config *cfg = run->cfg;
+    for (size_t i = 0; i < cfg->n_experts; i++) {
+        sym_status s = sym_model_open(&run->experts[i], cfg->experts[i].source_model, err);
+        if (s != SYM_OK)
+            return s;
+    }
+    sym_model *base = NULL;
+    if (cfg->base_model != NULL) {
+        for (size_t i = 0; i < cfg->n_experts && base == NULL; i++)
+            if (same_path(cfg->base_model, cfg->experts[i].source_model))
+                base = run->experts[i];
+        if (base == NULL) {
+            sym_status s = sym_model_open(&run->base, cfg->base_model, err);
+            if (s != SYM_OK)
+                return s;
+            base = run->base;
+        }
+    }
+    run->anchor = base != NULL ? base : run->experts[0];
+    if (cfg->anchor != NULL) {
+        run->anchor = NULL;
+        for (size_t i = 0; i < cfg->n_experts && run->anchor == NULL; i++)
+            if (same_path(cfg->anchor, cfg->experts[i].source_model))
+                run->anchor = run->experts[i];
+        if (run->anchor == NULL && base != NULL && same_path(cfg->anchor, cfg->base_model))
+            run->anchor = base;
+        if (run->anchor == NULL)
+            return sym_error_set(err, SYM_ERR_INVALID,
+                                 "%s: symphony.anchor '%s' is neither base_model nor an "
+                                 "expert's source_model", cfg->path, cfg->anchor);
+    }
+    return SYM_OK;
+}
+
+/* Runs the architecture check with the anchor first, so it is the reference. */
+static sym_status check_compatible(merge_run *run, sym_error *err)
+{
+    sym_model *list[SYM_MAX_SOURCES + 1];
+    size_t n = 0;
+    list[n++] = run->anchor;
+    for (size_t i = 0; i < run->cfg->n_experts; i++)
+        if (run->experts[i] != run->anchor)
+            list[n++] = run->experts[i];
+    sym_compat_options options = {.rope_anchor = run->cfg->rope_anchor};
+    sym_compat_report report;
+    sym_status s = sym_compat_check(list, n, &options, &report, err);
+    if (s != SYM_OK)
+        return s;
+    if (report.n_problems > 0)
+        s = sym_error_set(err, SYM_ERR_INCOMPATIBLE,
+                          "the sources cannot be merged: %s%s (run 'symphony-stream inspect' "
+                          "on them for the full list)", report.problems[0],
+                          report.n_problems > 1 ? ", and more" : "");
+    sym_compat_report_free(&report);
+    return s;
+}
+
+static void choose_vocabulary(merge_run *run)
+{
+    /* The output vocabulary is the longest source's; its tokenizer is copied. */
+    const sym_model *donor = run->anchor;
+    uint64_t rows = sym_model_get_config(donor)->vocab_size;
+    run->tied = true;
+    for (size_t i = 0; i < run->cfg->n_experts; i++) {
+        const sym_model *m = run->experts[i];
+        if ((uint64_t)sym_model_get_config(m)->vocab_size > rows) {
+            donor = m;
+            rows = (uint64_t)sym_model_get_config(m)->vocab_size;
+        }
+        run->tied = run->tied && sym_model_lm_head_tied(m);
+    }
+    run->vocab_donor = donor;
+    run->sources = (sym_merge_sources){
+        .experts = run->experts,
+        .n_experts = run->cfg->n_experts,
+        .anchor = run->anchor,
+        .cfg = run->cfg,
+        .n_layers = (int)sym_model_get_config(run->anchor)->num_hidden_layers,
+        .vocab_out = rows,
+        .hidden = (uint64_t)sym_model_get_config(run->anchor)->hidden_size,
+    };
+}
+
+static sym_status add_job(merge_run *run, sym_job_kind kind, sym_role role, int layer,
+                          int expert, sym_error *err)
+{
+    const sym_model *shape_model = expert >= 0 ? run->experts[expert] : run->anchor;
+    const sym_tensor_ref *ref = sym_model_tensor(shape_model, role, layer, -1);
+    uint64_t shape[2] = {ref->info->shape[0], ref->info->ndim > 1 ? ref->info->shape[1] : 1};
+    int ndim = ref->info->ndim;
+    if (kind == SYM_JOB_EMBED || kind == SYM_JOB_LM_HEAD)
+        shape[0] = run->sources.vocab_out;
+    if (kind == SYM_JOB_ROUTER) {
+        shape[0] = run->cfg->n_experts;
+        shape[1] = run->sources.hidden;
+        ndim = 2;
+    }
+    char name[256];
+    sym_role_name(role, layer, expert, name, sizeof name);
+    sym_status s = sym_plan_add(&run->plan, name, run->cfg->dtype, ndim, shape, err);
+    if (s != SYM_OK)
+        return s;
+    run->jobs[run->plan.n_tensors - 1] = (sym_tensor_job){kind, role, layer, expert};
+    return SYM_OK;
+}
+
+static sym_status add_layer_jobs(merge_run *run, int l, sym_error *err)
+{
+    static const sym_role attention[] = {SYM_ROLE_Q, SYM_ROLE_K, SYM_ROLE_V, SYM_ROLE_O};
+    static const sym_role ffn[] = {SYM_ROLE_FFN_GATE, SYM_ROLE_FFN_DOWN, SYM_ROLE_FFN_UP};
+    sym_status s = add_job(run, SYM_JOB_NORM, SYM_ROLE_INPUT_NORM, l, -1, err);
+    for (int i = 0; i < 4 && s == SYM_OK; i++)
+        s = add_job(run, SYM_JOB_ATTENTION, attention[i], l, -1, err);
+    if (s == SYM_OK)
+        s = add_job(run, SYM_JOB_NORM, SYM_ROLE_POST_NORM, l, -1, err);
+    /* The router's shape comes from the anchor's q_proj entry, then is overridden. */
+    if (s == SYM_OK)
+        s = add_job(run, SYM_JOB_ROUTER, SYM_ROLE_Q, l, -1, err);
+    if (s == SYM_OK) {
+        char name[256];
+        sym_role_name(SYM_ROLE_ROUTER, l, -1, name, sizeof name);
+        free(run->plan.tensors[run->plan.n_tensors - 1].name);
+        run->plan.tensors[run->plan.n_tensors - 1].name = strdup(name);
+        run->jobs[run->plan.n_tensors - 1].role = SYM_ROLE_ROUTER;
+    }
+    for (int e = 0; e < (int)run->cfg->n_experts && s == SYM_OK; e++)
+        for (int k = 0; k < 3 && s == SYM_OK; k++)
+            s = add_job(run, SYM_JOB_EXPERT, ffn[k], l, e, err);
+    return s;
+}
+
+static sym_status build_plan(merge_run *run, sym_error *err)
+{
+    size_t per_layer = 7 + 3 * run->cfg->n_experts;
+    size_t max_jobs = 3 + per_layer * (size_t)run->sources.n_layers;
+    run->jobs = calloc(max_jobs, sizeof *run->jobs);
+    if (run->jobs == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "output plan: out of memory");
+    sym_status s = add_job(run, SYM_JOB_EMBED, SYM_ROLE_EMBED, -1, -1, err);
+    for (int l = 0; l < run->sources.n_layers && s == SYM_OK; l++)
+        s = add_layer_jobs(run, l, err);
+    if (s == SYM_OK)
+        s = add_job(run, SYM_JOB_NORM, SYM_ROLE_FINAL_NORM, -1, -1, err);
+    if (s == SYM_OK && !run->tied)
+        s = add_job(run, SYM_JOB_LM_HEAD, SYM_ROLE_LM_HEAD, -1, -1, err);
+    if (s == SYM_OK)
+        s = sym_plan_layout(&run->plan, run->opts->shard_size, err);
+    if (s == SYM_OK)
+        run->done = calloc(run->plan.n_tensors, sizeof *run->done);
+    if (s == SYM_OK && run->done == NULL)
+        s = sym_error_set(err, SYM_ERR_NOMEM, "output plan: out of memory");
+    return s;
+}
+
+static sym_status check_memory(merge_run *run, sym_error *err)
+{
+    if (run->opts->memory_limit == 0)
+        return SYM_OK;
+    for (size_t i = 0; i < run->plan.n_tensors; i++) {
+        const sym_plan_tensor *t = &run->plan.tensors[i];
+        uint64_t need = sym_job_memory(&run->sources, &run->jobs[i], t->shape[0] * t->shape[1]);
+        if (need > run->opts->memory_limit)
+            return sym_error_set(err, SYM_ERR_LIMIT,
+                                 "tensor '%s' needs about %llu MiB of working memory, more "
+                                 "than --memory-limit (%llu MiB); raise the limit", t->name,
+                                 (unsigned long long)(need >> 20),
+                                 (unsigned long long)(run->opts->memory_limit >> 20));
+    }
+    return SYM_OK;
+}
+
+/* Writes dir/name into out; output paths are checked against PATH_MAX up front, so a
+ * truncated result only yields an error from the open that follows. */
+static void join_path(char *out, size_t size, const char *dir, const char *name)
+{
+    if (snprintf(out, size, "%s/%s", dir, name) >= (int)size)
+        out[size - 1] = '\0';
+}
+
+/* ---- fingerprint ---- */
+
+static char *hex64(uint64_t v, char *buf)
+{
+    snprintf(buf, 17, "%016llx", (unsigned long long)v);
+    return buf;
+}
+
+static sym_status hash_file(const char *path, uint64_t *hash, sym_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return sym_error_set(err, SYM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    XXH3_state_t *state = XXH3_createState();
+    XXH3_64bits_reset(state);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        XXH3_64bits_update(state, buf, n);
+    *hash = XXH3_64bits_digest(state);
+    XXH3_freeState(state);
+    bool failed = ferror(f);
+    fclose(f);
+    return failed ? sym_error_set(err, SYM_ERR_IO, "%s: read failed", path) : SYM_OK;
+}
+
+static json_t *model_fingerprint(const sym_model *m)
+{
+    json_t *files = json_array();
+    char hex[17];
+    for (size_t i = 0; i < sym_model_shard_count(m); i++) {
+        const sym_st_file *f = sym_model_shard(m, i);
+        struct stat st;
+        json_t *entry = json_object();
+        json_object_set_new(entry, "path", json_string(f->path));
+        json_object_set_new(entry, "size", json_integer((json_int_t)f->file_size));
+        if (stat(f->path, &st) == 0)
+            json_object_set_new(entry, "mtime_ns",
+                                json_integer((json_int_t)st.st_mtim.tv_sec * 1000000000 +
+                                             st.st_mtim.tv_nsec));
+        uint64_t header_hash = XXH3_64bits(f->map, f->header.data_start);
+        json_object_set_new(entry, "header_xxh3", json_string(hex64(header_hash, hex)));
+        json_array_append_new(files, entry);
+    }
+    return files;
+}
+
+static sym_status build_fingerprint(merge_run *run, sym_error *err)
+{
+    const sym_merge_config *cfg = run->cfg;
+    uint64_t config_hash = 0;
+    sym_status s = hash_file(cfg->path, &config_hash, err);
+    if (s != SYM_OK)
+        return s;
+    char hex[17];
+    json_t *settings = json_object();
+    json_object_set_new(settings, "dtype", json_string(sym_dtype_name(cfg->dtype)));
+    json_object_set_new(settings, "seed", json_integer((json_int_t)cfg->seed));
+    json_object_set_new(settings, "calibration_tokens", json_integer(cfg->calibration_tokens));
+    json_object_set_new(settings, "shard_size", json_integer((json_int_t)run->opts->shard_size));
+    json_object_set_new(settings, "threads", json_integer(run->opts->threads));
+    json_object_set_new(settings, "simd", json_string(SIMD_VARIANT));
+    json_t *sources = json_object();
+    for (size_t i = 0; i < cfg->n_experts; i++)
+        json_object_set_new(sources, cfg->experts[i].source_model,
+                            model_fingerprint(run->experts[i]));
+    if (run->base != NULL)
+        json_object_set_new(sources, cfg->base_model, model_fingerprint(run->base));
+    json_t *fp = json_object();
+    json_object_set_new(fp, "format", json_string("symphony-merge-1"));
+    json_object_set_new(fp, "config", json_string(cfg->path));
+    json_object_set_new(fp, "config_xxh3", json_string(hex64(config_hash, hex)));
+    json_object_set_new(fp, "settings", settings);
+    json_object_set_new(fp, "sources", sources);
+    run->fingerprint = fp;
+    return SYM_OK;
+}
+
+/* Names the first difference between a stored fingerprint and this run's. */
+static const char *fingerprint_difference(json_t *stored, json_t *now)
+{
+    if (!json_equal(json_object_get(stored, "config_xxh3"), json_object_get(now, "config_xxh3")))
+        return "the config file changed";
+    json_t *a = json_object_get(stored, "settings"), *b = json_object_get(now, "settings");
+    if (!json_equal(json_object_get(a, "threads"), json_object_get(b, "threads")))
+        return "the thread count (--threads) changed";
+    if (!json_equal(json_object_get(a, "simd"), json_object_get(b, "simd")))
+        return "the SIMD variant changed";
+    if (!json_equal(a, b))
+        return "a command-line setting (--dtype, --seed, --shard-size, --calibration-tokens) "
+               "changed";
+    if (!json_equal(json_object_get(stored, "sources"), json_object_get(now, "sources")))
+        return "a source model changed (size, modification time or header)";
+    if (!json_equal(stored, now))
+        return "the merge settings changed";
+    return NULL;
+}
+
+static sym_status load_state(const char *dir, json_t **state)
+{
+    char path[PATH_MAX];
+    join_path(path, sizeof path, dir, SYM_STATE_NAME);
+    json_error_t jerr;
+    *state = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    return *state != NULL ? SYM_OK : SYM_ERR_NOT_FOUND;
+}
+
+/* ---- output directory ---- */
+
+
+static bool is_directory(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Deletes a directory of plain files; refuses one with subdirectories. */
+static sym_status remove_flat_dir(const char *dir, sym_error *err)
+{
+    char path[PATH_MAX];
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return sym_error_set(err, SYM_ERR_IO, "%s: cannot open: %s", dir, strerror(errno));
+    DIR *d = fdopendir(dfd);
+    if (d == NULL) {
+        close(dfd);
+        return sym_error_set(err, SYM_ERR_IO, "%s: cannot list: %s", dir, strerror(errno));
+    }
+    struct dirent *entry;
+    sym_status s = SYM_OK;
+    while ((entry = readdir(d)) != NULL && s == SYM_OK) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+            continue;
+        join_path(path, sizeof path, dir, entry->d_name);
+        if (is_directory(path))
+            s = sym_error_set(err, SYM_ERR_INVALID,
+                              "%s contains the directory '%s'; not replacing it, remove it "
+                              "yourself", dir, entry->d_name);
+        else if (unlinkat(dfd, entry->d_name, 0) != 0)
+            s = sym_error_set(err, SYM_ERR_IO, "%s: cannot delete: %s", path,
+                              strerror(errno));
+    }
+    closedir(d);
+    if (s == SYM_OK && rmdir(dir) != 0)
+        s = sym_error_set(err, SYM_ERR_IO, "%s: cannot delete: %s", dir, strerror(errno));
+    return s;
+}
+
+static sym_status fsync_path(const char *path, sym_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sym_error_set(err, SYM_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int rc = fsync(fd);
+    close(fd);
+    if (rc != 0)
+        return sym_error_set(err, SYM_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    return SYM_OK;
+}
+
+static void parent_dir(const char *path, char *out, size_t size)
+{
+    snprintf(out, size, "%s", path);
+    char *slash = strrchr(out, '/');
+    if (slash == NULL)
+        snprintf(out, size, ".");
+    else if (slash == out)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+}
+
+static sym_status take_lock(merge_run *run, sym_error *err)
+{
+    snprintf(run->lock_path, sizeof run->lock_path, "%s.lock", run->opts->output);
+    run->lock_fd = open(run->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (run->lock_fd < 0)
+        return sym_error_set(err, SYM_ERR_IO, "%s: cannot create the lock file: %s",
+                             run->lock_path, strerror(errno));
+    if (flock(run->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return sym_error_set(err, errno == EWOULDBLOCK ? SYM_ERR_BUSY : SYM_ERR_IO,
+                             "%s: another merge is writing %s (lock held); wait for it to "
+                             "finish", run->lock_path, run->opts->output);
+    return SYM_OK;
+}
+
+static void release_lock(merge_run *run, bool remove_file)
+{
+    if (run->lock_fd < 0)
+        return;
+    if (remove_file)
+        unlink(run->lock_path);
+    close(run->lock_fd);
+    run->lock_fd = -1;
+}
+
+/* Creates OUTPUT.partial, or checks that the one there belongs to this merge. */
+static sym_status prepare_partial(merge_run *run, sym_error *err)
+{
+    snprintf(run->partial, sizeof run->partial, "%s.partial", run->opts->output);
+    if (is_directory(run->partial)) {
+        json_t *stored = NULL;
+        if (run->opts->restart) {
+            sym_status s = remove_flat_dir(run->partial, err);
+            if (s != SYM_OK)
+                return s;
+        } else if (load_state(run->partial, &stored) == SYM_OK) {
+            const char *why = fingerprint_difference(stored, run->fingerprint);
+            json_decref(stored);
+            if (why != NULL)
+                return sym_error_set(err, SYM_ERR_INVALID,
+                                     "%s: cannot resume the interrupted merge because %s; "
+                                     "rerun with --restart to start over", run->partial, why);
+            return SYM_OK;
+        }
+    }
+    if (!is_directory(run->partial) && mkdir(run->partial, 0755) != 0)
+        return sym_error_set(err, SYM_ERR_IO, "%s: cannot create: %s", run->partial,
+                             strerror(errno));
+    sym_status s = sym_write_json_file(run->fingerprint, run->partial, SYM_STATE_NAME, err);
+    if (s == SYM_OK)
+        s = fsync_path(run->partial, err);
+    return s;
+}
+
+static sym_status check_disk_space(merge_run *run, sym_error *err)
+{
+    char parent[PATH_MAX];
+    parent_dir(run->opts->output, parent, sizeof parent);
+    struct statvfs vfs;
+    if (statvfs(parent, &vfs) != 0)
+        return sym_error_set(err, SYM_ERR_IO, "%s: cannot read free space: %s", parent,
+                             strerror(errno));
+    uint64_t need = 1u << 20;
+    for (uint32_t s = 0; s < run->plan.n_shards; s++)
+        need += run->plan.shard_file_size[s];
+    for (size_t i = 0; i < run->plan.n_tensors; i++)
+        if (run->done[i])
+            need -= run->plan.tensors[i].nbytes;
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    if (avail < need)
+        return sym_error_set(err, SYM_ERR_LIMIT,
+                             "%s: %llu MiB free, the merge needs about %llu MiB more; free "
+                             "space or choose another output directory", parent,
+                             (unsigned long long)(avail >> 20), (unsigned long long)(need >> 20));
+    return SYM_OK;
+}
+
+static sym_status pwrite_all(int fd, const uint8_t *p, size_t size, uint64_t offset,
+                             const char *name, sym_error *err)
+{
+    size_t done = 0;
+    while (done < size) {
+        ssize_t n = pwrite(fd, p + done, size - done, (off_t)(offset + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return sym_error_set(err, SYM_ERR_IO, "%s: write failed: %s", name,
+                                 strerror(errno));
+        done += (size_t)n;
+    }
+    return SYM_OK;
+}
+
+/* Opens every shard, writes its header and sets its final size. Rewriting a header on
+ * resume writes the same bytes again. */
+static sym_status open_shards(merge_run *run, sym_error *err)
+{
+    run->shard_fds = malloc((run->plan.n_shards + 1) * sizeof *run->shard_fds);
+    if (run->shard_fds == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "out of memory");
+    for (uint32_t s = 0; s < run->plan.n_shards; s++)
+        run->shard_fds[s] = -1;
+    for (uint32_t s = 0; s < run->plan.n_shards; s++) {
+        char name[64], path[PATH_MAX];
+        sym_shard_name(s, run->plan.n_shards, name, sizeof name);
+        join_path(path, sizeof path, run->partial, name);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return sym_error_set(err, SYM_ERR_IO, "%s: cannot create: %s", path,
+                                 strerror(errno));
+        run->shard_fds[s] = fd;
+        if (ftruncate(fd, (off_t)run->plan.shard_file_size[s]) != 0)
+            return sym_error_set(err, SYM_ERR_IO, "%s: cannot set the size to %llu: %s", path,
+                                 (unsigned long long)run->plan.shard_file_size[s],
+                                 strerror(errno));
+        sym_status st = pwrite_all(fd, (const uint8_t *)run->plan.shard_header[s],
+                                   run->plan.shard_header_len[s], 0, path, err);
+        if (st == SYM_OK && fdatasync(fd) != 0)
+            st = sym_error_set(err, SYM_ERR_IO, "%s: fdatasync failed: %s", path,
+                               strerror(errno));
+        if (st != SYM_OK)
+            return st;
+    }
+    return SYM_OK;
+}
+
+static sym_status hash_range(int fd, uint64_t offset, uint64_t length, uint64_t *hash,
+                             sym_error *err)
+{
+    XXH3_state_t *state = XXH3_createState();
+    XXH3_64bits_reset(state);
+    uint8_t buf[65536];
+    sym_status s = SYM_OK;
+    for (uint64_t done = 0; done < length && s == SYM_OK;) {
+        size_t want = length - done < sizeof buf ? (size_t)(length - done) : sizeof buf;
+        ssize_t n = pread(fd, buf, want, (off_t)(offset + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            s = sym_error_set(err, SYM_ERR_IO, "read failed at offset %llu: %s",
+                              (unsigned long long)(offset + done),
+                              n < 0 ? strerror(errno) : "unexpected end of file");
+        else
+            XXH3_64bits_update(state, buf, (size_t)n);
+        done += n > 0 ? (uint64_t)n : 0;
+    }
+    *hash = XXH3_64bits_digest(state);
+    XXH3_freeState(state);
+    return s;
+}
+
+static size_t find_tensor(const sym_out_plan *plan, const char *name)
+{
+    for (size_t i = 0; i < plan->n_tensors; i++)
+        if (strcmp(plan->tensors[i].name, name) == 0)
+            return i;
+    return plan->n_tensors;
+}
+
+/* Marks as done every journaled tensor whose bytes still match their checksum. */
+static sym_status resume_from_journal(merge_run *run, size_t *resumed, sym_error *err)
+{
+    char path[PATH_MAX];
+    join_path(path, sizeof path, run->partial, SYM_JOURNAL_NAME);
+    sym_journal_record *records;
+    size_t n_records;
+    sym_status s = sym_journal_open(&run->journal, path, &records, &n_records, err);
+    for (size_t r = 0; r < n_records && s == SYM_OK; r++) {
+        size_t i = find_tensor(&run->plan, records[r].name);
+        if (i == run->plan.n_tensors)
+            continue;
+        sym_plan_tensor *t = &run->plan.tensors[i];
+        if (t->offset != records[r].offset || t->nbytes != records[r].length)
+            continue;
+        uint64_t hash;
+        s = hash_range(run->shard_fds[t->shard], t->offset, t->nbytes, &hash, err);
+        if (s == SYM_OK && hash == records[r].xxh3 && !run->done[i]) {
+            run->done[i] = true;
+            t->xxh3 = hash;
+            (*resumed)++;
+        }
+    }
+    sym_journal_records_free(records, n_records);
+    return s;
+}
+
+/* ---- writing tensors ---- */
+
+typedef struct tensor_output {
+    const sym_plan_tensor *tensor;
+    int fd;
+    uint64_t position;
+    XXH3_state_t *hash;
+    uint8_t *bytes;
+    size_t capacity;
+} tensor_output;
+
+static sym_status output_check(const tensor_output *out, const float *values, size_t count,
+                               uint64_t overflow, sym_error *err)
+{
+    const sym_plan_tensor *t = out->tensor;
+    size_t bad = sym_find_nonfinite(values, count);
+    if (bad < count)
+        return sym_error_set(err, SYM_ERR_NONFINITE,
+                             "tensor '%s': element %llu is %g after fusion; check the sources "
+                             "for non-finite weights", t->name,
+                             (unsigned long long)(out->position / (sym_dtype_bits(t->dtype) / 8)
+                                                  + bad), (double)values[bad]);
+    if (overflow > 0)
+        return sym_error_set(err, SYM_ERR_NONFINITE,
+                             "tensor '%s': %llu values exceed the float16 range (65504); use "
+                             "dtype bfloat16 or float32", t->name, (unsigned long long)overflow);
+    return SYM_OK;
+}
+
+/* The sink of sym_produce_tensor: checks, converts, hashes and writes each block. */
+static sym_status output_write(void *context, const float *values, size_t count,
+                               sym_error *err)
+{
+    tensor_output *out = context;
+    const sym_plan_tensor *t = out->tensor;
+    size_t size = count * (sym_dtype_bits(t->dtype) / 8);
+    if (out->position + size > t->nbytes)
+        return sym_error_set(err, SYM_ERR_INVALID, "tensor '%s': more data than its %llu bytes",
+                             t->name, (unsigned long long)t->nbytes);
+    if (size > out->capacity) {
+        free(out->bytes);
+        out->bytes = malloc(size);
+        out->capacity = out->bytes != NULL ? size : 0;
+        if (out->bytes == NULL)
+            return sym_error_set(err, SYM_ERR_NOMEM, "tensor '%s': out of memory", t->name);
+    }
+    uint64_t overflow = 0;
+    sym_status s = sym_convert_f32(values, count, t->dtype, out->bytes, &overflow, err);
+    if (s == SYM_OK)
+        s = output_check(out, values, count, overflow, err);
+    if (s != SYM_OK)
+        return s;
+    XXH3_64bits_update(out->hash, out->bytes, size);
+
+    /* Two writes, so a test kill point can stop a tensor half written. */
+    uint64_t offset = t->offset + out->position;
+    s = pwrite_all(out->fd, out->bytes, size / 2, offset, t->name, err);
+    sym_kill_point();
+    if (s == SYM_OK)
+        s = pwrite_all(out->fd, out->bytes + size / 2, size - size / 2, offset + size / 2,
+                       t->name, err);
+    out->position += size;
+    return s;
+}
+
+static sym_status write_tensor(merge_run *run, size_t i, sym_error *err)
+{
+    sym_plan_tensor *t = &run->plan.tensors[i];
+    tensor_output out = {.tensor = t, .fd = run->shard_fds[t->shard]};
+    out.hash = XXH3_createState();
+    if (out.hash == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "out of memory");
+    XXH3_64bits_reset(out.hash);
+    sym_tensor_sink sink = {output_write, &out};
+    sym_kill_point();
+    sym_status s = sym_produce_tensor(&run->sources, &run->jobs[i], &sink, err);
+    if (s == SYM_OK && out.position != t->nbytes)
+        s = sym_error_set(err, SYM_ERR_INVALID, "tensor '%s': %llu bytes produced, %llu planned",
+                          t->name, (unsigned long long)out.position,
+                          (unsigned long long)t->nbytes);
+    t->xxh3 = XXH3_64bits_digest(out.hash);
+    XXH3_freeState(out.hash);
+    free(out.bytes);
+    if (s == SYM_OK && fdatasync(out.fd) != 0)
+        s = sym_error_set(err, SYM_ERR_IO, "tensor '%s': fdatasync failed: %s", t->name,
+                          strerror(errno));
+    sym_kill_point();
+    if (s == SYM_OK)
+        s = sym_journal_append(&run->journal, t->name, t->offset, t->nbytes, t->xxh3, err);
+    if (s == SYM_OK)
+        run->done[i] = true;
+    return s;
+}
+
+static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
+{
+    size_t done = resumed;
+    for (size_t i = 0; i < run->plan.n_tensors; i++) {
+        if (run->done[i])
+            continue;
+        sym_status s = write_tensor(run, i, err);
+        if (s != SYM_OK)
+            return s;
+        done++;
+        if (run->opts->progress != NULL)
+            run->opts->progress(run->opts->progress_context, done, run->plan.n_tensors,
+                                run->plan.tensors[i].name);
+        if (run->opts->interrupt != NULL && *run->opts->interrupt && done < run->plan.n_tensors)
+            return sym_error_set(err, SYM_ERR_INTERRUPTED,
+                                 "interrupted after %zu of %zu tensors; the completed ones "
+                                 "are journaled in %s", done, run->plan.n_tensors,
+                                 run->partial);
+    }
+    return SYM_OK;
+}
+
+/* ---- finishing ---- */
+
+static void card_append(char **text, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void card_append(char **text, size_t *len, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0 || *text == NULL)
+        return;
+    size_t add = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
+    char *grown = realloc(*text, *len + add + 1);
+    if (grown == NULL) {
+        free(*text);
+        *text = NULL;
+        return;
+    }
+    memcpy(grown + *len, line, add + 1);
+    *text = grown;
+    *len += add;
+}
+
+/* The model card: sources, method and settings. */
+static sym_status write_model_card(merge_run *run, sym_error *err)
+{
+    const sym_merge_config *cfg = run->cfg;
+    size_t len = 0;
+    char *text = calloc(1, 1);
+    card_append(&text, &len, "# Mixture-of-Experts merge\n\nBuilt by symphony-stream from "
+                             "%zu dense models: expert e of every layer is source e's "
+                             "feed-forward network.\n\n## Sources\n\n", cfg->n_experts);
+    for (size_t i = 0; i < cfg->n_experts; i++)
+        card_append(&text, &len, "- expert %zu: `%s`%s\n", i, cfg->experts[i].source_model,
+                    run->experts[i] == run->anchor ? " (anchor)" : "");
+    if (run->base != NULL)
+        card_append(&text, &len, "- base model (anchor%s): `%s`\n",
+                    run->vocab_donor == run->base ? ", vocabulary donor" : "", cfg->base_model);
+    card_append(&text, &len,
+                "\nCheck each source's licence before distributing this model.\n"
+                "\n## Method\n\n"
+                "- embeddings%s: weighted mean over the union vocabulary (%llu rows)\n"
+                "- attention: %s\n- norms: weighted mean\n"
+                "- router: %s, seed %llu, %lld experts per token\n"
+                "- expert alignment: none (calibration_tokens 0)\n"
+                "\n## Settings\n\n- dtype: %s\n- tensors: %zu in %u shard(s), %llu bytes\n",
+                run->tied ? " (tied output layer)" : " and lm_head",
+                (unsigned long long)run->sources.vocab_out,
+                sym_attention_mode_name(cfg->attention),
+                cfg->router.init == SYM_ROUTER_INIT_ZERO ? "zero" : sym_gate_mode_name(cfg->gate_mode),
+                (unsigned long long)cfg->seed, (long long)cfg->experts_per_token,
+                sym_dtype_name(cfg->dtype), run->plan.n_tensors, run->plan.n_shards,
+                (unsigned long long)run->plan.total_size);
+    if (text == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "README.md: out of memory");
+    sym_status s = sym_write_file(run->partial, "README.md", text, len, err);
+    free(text);
+    return s;
+}
+
+static sym_status copy_side_files(merge_run *run, sym_error *err)
+{
+    static const char *const tokenizer_files[] = {"tokenizer.json", "tokenizer_config.json",
+                                                  "special_tokens_map.json", "tokenizer.model",
+                                                  "added_tokens.json", NULL};
+    bool copied;
+    sym_status s = SYM_OK;
+    for (size_t i = 0; tokenizer_files[i] != NULL && s == SYM_OK; i++)
+        s = sym_copy_file_if_present(sym_model_dir(run->vocab_donor), run->partial,
+                                     tokenizer_files[i], &copied, err);
+    if (s == SYM_OK)
+        s = sym_copy_file_if_present(sym_model_dir(run->anchor), run->partial,
+                                     "generation_config.json", &copied, err);
+    return s;
+}
+
+static sym_status write_metadata(merge_run *run, sym_error *err)
+{
+    sym_moe_config_values values = {
+        .num_local_experts = (int64_t)run->cfg->n_experts,
+        .num_experts_per_tok = run->cfg->experts_per_token,
+        .vocab_size = (int64_t)run->sources.vocab_out,
+        .tie_word_embeddings = run->tied,
+        .dtype = run->cfg->dtype,
+    };
+    sym_status s = sym_write_index(&run->plan, run->partial, err);
+    if (s == SYM_OK)
+        s = sym_write_manifest(&run->plan, run->partial, err);
+    if (s == SYM_OK)
+        s = sym_write_moe_config(run->anchor, &values, run->partial, err);
+    if (s == SYM_OK)
+        s = copy_side_files(run, err);
+    if (s == SYM_OK)
+        s = write_model_card(run, err);
+    if (s == SYM_OK)
+        s = fsync_path(run->partial, err);
+    return s;
+}
+
+/* Renames OUTPUT.partial to OUTPUT (replacing an old OUTPUT only with --force), then
+ * deletes the journal. */
+static sym_status publish(merge_run *run, sym_error *err)
+{
+    const char *output = run->opts->output;
+    char old[PATH_MAX];
+    snprintf(old, sizeof old, "%s.old", output);
+    bool replaced = false;
+    if (is_directory(output)) {
+        if (rename(output, old) != 0)
+            return sym_error_set(err, SYM_ERR_IO, "%s: cannot move aside to %s: %s", output,
+                                 old, strerror(errno));
+        replaced = true;
+    }
+    sym_kill_point();
+    if (rename(run->partial, output) != 0)
+        return sym_error_set(err, SYM_ERR_IO, "%s: cannot rename to %s: %s", run->partial,
+                             output, strerror(errno));
+    char parent[PATH_MAX], journal[PATH_MAX];
+    parent_dir(output, parent, sizeof parent);
+    sym_status s = fsync_path(parent, err);
+    sym_kill_point();
+    join_path(journal, sizeof journal, output, SYM_JOURNAL_NAME);
+    if (s == SYM_OK && unlink(journal) != 0 && errno != ENOENT)
+        s = sym_error_set(err, SYM_ERR_IO, "%s: cannot delete: %s", journal, strerror(errno));
+    if (s == SYM_OK && replaced)
+        s = remove_flat_dir(old, err);
+    return s;
+}
+
+/* An existing OUTPUT: the same merge already finished, or a directory to keep. */
+static sym_status check_existing_output(merge_run *run, bool *complete, sym_error *err)
+{
+    const char *output = run->opts->output;
+    *complete = false;
+    if (!is_directory(output)) {
+        struct stat st;
+        if (lstat(output, &st) == 0)
+            return sym_error_set(err, SYM_ERR_INVALID, "%s exists and is not a directory",
+                                 output);
+        return SYM_OK;
+    }
+    json_t *stored = NULL;
+    if (load_state(output, &stored) == SYM_OK) {
+        *complete = fingerprint_difference(stored, run->fingerprint) == NULL;
+        json_decref(stored);
+    }
+    if (*complete) {
+        char journal[PATH_MAX];
+        join_path(journal, sizeof journal, output, SYM_JOURNAL_NAME);
+        unlink(journal);
+        return SYM_OK;
+    }
+    if (!run->opts->force)
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "%s already exists and holds a different merge or other files; "
+                             "rerun with --force to replace it", output);
+    return SYM_OK;
+}
+
+static void close_run(merge_run *run)
+{
+    for (uint32_t s = 0; run->shard_fds != NULL && s < run->plan.n_shards; s++)
+        if (run->shard_fds[s] >= 0)
+            close(run->shard_fds[s]);
+    free(run->shard_fds);
+    sym_journal_close(&run->journal);
+    free(run->jobs);
+    free(run->done);
+    sym_plan_free(&run->plan);
+    json_decref(run->fingerprint);
+    for (size_t i = 0; i < run->cfg->n_experts; i++)
+        sym_model_close(run->experts[i]);
+    sym_model_close(run->base);
+}
+
+static sym_status prepare(merge_run *run, sym_error *err)
+{
+    sym_status s = check_supported(run->cfg, err);
+    if (s == SYM_OK)
+        s = open_models(run, err);
+    if (s == SYM_OK)
+        s = check_compatible(run, err);
+    if (s == SYM_OK) {
+        choose_vocabulary(run);
+        s = build_plan(run, err);
+    }
+    if (s == SYM_OK)
+        s = check_memory(run, err);
+    if (s == SYM_OK)
+        s = build_fingerprint(run, err);
+    return s;
+}
+
+static sym_status run_locked(merge_run *run, sym_merge_result *result, sym_error *err)
+{
+    bool complete;
+    sym_status s = check_existing_output(run, &complete, err);
+    if (s != SYM_OK || complete) {
+        result->already_complete = complete;
+        return s;
+    }
+    s = prepare_partial(run, err);
+    if (s == SYM_OK)
+        s = open_shards(run, err);
+    if (s == SYM_OK)
+        s = resume_from_journal(run, &result->tensors_resumed, err);
+    if (s == SYM_OK)
+        s = check_disk_space(run, err);
+    if (s == SYM_OK)
+        s = write_tensors(run, result->tensors_resumed, err);
+    if (s == SYM_OK)
+        s = write_metadata(run, err);
+    if (s == SYM_OK)
+        s = publish(run, err);
+    return s;
+}
+
+sym_status sym_merge_run(const sym_merge_config *cfg, const sym_merge_options *opts,
+                         sym_merge_result *result, sym_error *err)
+{
+    memset(result, 0, sizeof *result);
+    merge_run run = {.cfg = cfg, .opts = opts, .lock_fd = -1, .journal = {.fd = -1}};
+    sym_status s = prepare(&run, err);
+    if (s == SYM_OK)
+        s = take_lock(&run, err);
+    if (s == SYM_OK)
+        s = run_locked(&run, result, err);
+    result->tensors_total = run.plan.n_tensors;
+    result->bytes_total = run.plan.total_size;
+    result->shards = run.plan.n_shards;
+    release_lock(&run, s == SYM_OK);
+    close_run(&run);
+    return s;
+}

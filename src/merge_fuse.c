@@ -1,0 +1,246 @@
+/* Producing each output tensor of a merge from the sources, in f32. */
+#include "merge_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "symphony/fusion.h"
+
+/* Rows per block when fusing embeddings, so memory does not grow with the vocabulary. */
+#define EMBED_BLOCK_ROWS 256u
+
+/* The layer whose schedule value applies: embeddings use the first, the final norm and
+ * lm_head the last. */
+static int depth_of(const sym_merge_sources *src, const sym_tensor_job *job)
+{
+    if (job->kind == SYM_JOB_EMBED)
+        return 0;
+    if (job->kind == SYM_JOB_LM_HEAD || job->role == SYM_ROLE_FINAL_NORM)
+        return src->n_layers - 1;
+    return job->layer;
+}
+
+/* Source weights at a layer, normalised to sum to 1. */
+static void source_weights(const sym_merge_sources *src, int layer, double *w)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < src->n_experts; i++) {
+        w[i] = sym_expert_weight_at(&src->cfg->experts[i], layer, src->n_layers);
+        sum += w[i];
+    }
+    for (size_t i = 0; i < src->n_experts; i++)
+        w[i] = sum > 0.0 ? w[i] / sum : 1.0 / (double)src->n_experts;
+}
+
+static sym_status read_whole(const sym_tensor_ref *ref, float **out, sym_error *err)
+{
+    *out = malloc(ref->info->numel * sizeof **out + 1);
+    if (*out == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "tensor '%s': out of memory",
+                             ref->info->name);
+    return sym_tensor_read_f32(ref, 0, ref->info->numel, *out, err);
+}
+
+static void free_all(float **bufs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(bufs[i]);
+}
+
+/* Norms and attention: read every source's tensor whole, combine with coefficients. */
+static sym_status produce_combined(const sym_merge_sources *src, const sym_tensor_job *job,
+                                   const sym_tensor_sink *sink, sym_error *err)
+{
+    size_t n = src->n_experts;
+    float *bufs[SYM_MAX_SOURCES];
+    double w[SYM_MAX_SOURCES], coef[SYM_MAX_SOURCES];
+    double gram[SYM_MAX_SOURCES * SYM_MAX_SOURCES];
+    memset(bufs, 0, sizeof bufs);
+    memset(gram, 0, n * n * sizeof *gram);
+    uint64_t numel = 0;
+    sym_status s = SYM_OK;
+    for (size_t i = 0; i < n && s == SYM_OK; i++) {
+        const sym_tensor_ref *ref = sym_model_tensor(src->experts[i], job->role, job->layer, -1);
+        numel = ref->info->numel;
+        s = read_whole(ref, &bufs[i], err);
+    }
+    if (s != SYM_OK) {
+        free_all(bufs, n);
+        return s;
+    }
+    source_weights(src, depth_of(src, job), w);
+    memcpy(coef, w, n * sizeof *coef);
+    if (job->kind == SYM_JOB_ATTENTION && src->cfg->attention == SYM_ATTENTION_SLERP) {
+        sym_fusion_gram_add((const float *const *)bufs, n, numel, gram);
+        sym_multi_slerp_coefficients(gram, w, n, coef);
+    }
+    float *out = malloc(numel * sizeof *out + 1);
+    if (out == NULL)
+        s = sym_error_set(err, SYM_ERR_NOMEM, "out of memory fusing layer %d", job->layer);
+    if (s == SYM_OK) {
+        sym_fusion_combine((const float *const *)bufs, coef, n, numel, out);
+        s = sink->write(sink->context, out, numel, err);
+    }
+    free(out);
+    free_all(bufs, n);
+    return s;
+}
+
+/* A tensor taken as it is from one model: the anchor's attention, or an expert's FFN. */
+static sym_status produce_copy(const sym_tensor_ref *ref, const sym_tensor_sink *sink,
+                               sym_error *err)
+{
+    float *buf;
+    sym_status s = read_whole(ref, &buf, err);
+    if (s == SYM_OK)
+        s = sink->write(sink->context, buf, ref->info->numel, err);
+    free(buf);
+    return s;
+}
+
+/* Fuses rows [first, first + rows) of the union vocabulary. A row that several sources
+ * have is their weighted mean, with weights renormalised over the sources that have it. */
+static sym_status fuse_rows(const sym_merge_sources *src, const sym_tensor_ref *const *refs,
+                            const double *w, uint64_t first, uint64_t rows, float **bufs,
+                            float *out, sym_error *err)
+{
+    size_t n = src->n_experts;
+    uint64_t hidden = src->hidden;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t have = refs[i]->info->shape[0];
+        uint64_t count = first < have ? (have - first < rows ? have - first : rows) : 0;
+        sym_status s = sym_tensor_read_f32(refs[i], first * hidden, count * hidden, bufs[i],
+                                           err);
+        if (s != SYM_OK)
+            return s;
+    }
+    for (uint64_t r = 0; r < rows; r++) {
+        const float *row_src[SYM_MAX_SOURCES];
+        double coef[SYM_MAX_SOURCES];
+        size_t present = 0;
+        double sum = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            if (first + r < refs[i]->info->shape[0]) {
+                row_src[present] = bufs[i] + r * hidden;
+                coef[present] = w[i];
+                sum += w[i];
+                present++;
+            }
+        }
+        for (size_t k = 0; k < present; k++)
+            coef[k] = sum > 0.0 ? coef[k] / sum : 1.0 / (double)present;
+        sym_fusion_combine(row_src, coef, present, hidden, out + r * hidden);
+    }
+    return SYM_OK;
+}
+
+static sym_status produce_vocab(const sym_merge_sources *src, const sym_tensor_job *job,
+                                const sym_tensor_sink *sink, sym_error *err)
+{
+    size_t n = src->n_experts;
+    const sym_tensor_ref *refs[SYM_MAX_SOURCES];
+    float *bufs[SYM_MAX_SOURCES];
+    double w[SYM_MAX_SOURCES];
+    sym_role role = job->kind == SYM_JOB_EMBED ? SYM_ROLE_EMBED : SYM_ROLE_LM_HEAD;
+    for (size_t i = 0; i < n; i++)
+        refs[i] = sym_model_tensor(src->experts[i], role, -1, -1);
+    source_weights(src, depth_of(src, job), w);
+
+    size_t block = (size_t)EMBED_BLOCK_ROWS * src->hidden;
+    sym_status s = SYM_OK;
+    float *out = malloc(block * sizeof *out);
+    for (size_t i = 0; i < n; i++)
+        bufs[i] = malloc(block * sizeof **bufs);
+    for (size_t i = 0; i < n && out != NULL; i++)
+        if (bufs[i] == NULL)
+            s = sym_error_set(err, SYM_ERR_NOMEM, "out of memory fusing the embeddings");
+    if (out == NULL)
+        s = sym_error_set(err, SYM_ERR_NOMEM, "out of memory fusing the embeddings");
+    for (uint64_t first = 0; first < src->vocab_out && s == SYM_OK; first += EMBED_BLOCK_ROWS) {
+        uint64_t rows = src->vocab_out - first;
+        if (rows > EMBED_BLOCK_ROWS)
+            rows = EMBED_BLOCK_ROWS;
+        s = fuse_rows(src, refs, w, first, rows, bufs, out, err);
+        if (s == SYM_OK)
+            s = sink->write(sink->context, out, rows * src->hidden, err);
+    }
+    free_all(bufs, n);
+    free(out);
+    return s;
+}
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, 1) with 53 random bits. */
+static double uniform01(uint64_t *state)
+{
+    return (double)(splitmix64(state) >> 11) * 0x1.0p-53;
+}
+
+/* Router rows without calibration: zero, standard normal (Box-Muller) or uniform in
+ * [-1, 1), from a generator seeded with the seed and the layer, so each layer's rows do
+ * not depend on which layers were written before (resume). */
+static sym_status produce_router(const sym_merge_sources *src, const sym_tensor_job *job,
+                                 const sym_tensor_sink *sink, sym_error *err)
+{
+    size_t count = src->n_experts * src->hidden;
+    float *out = calloc(count, sizeof *out);
+    if (out == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "out of memory building router %d",
+                             job->layer);
+    uint64_t state = src->cfg->seed ^ (0xd1b54a32d192ed03ull * (uint64_t)(job->layer + 1));
+    const sym_merge_config *cfg = src->cfg;
+    bool zero = cfg->router.init == SYM_ROUTER_INIT_ZERO;
+    for (size_t j = 0; j < count && !zero; j++) {
+        if (cfg->gate_mode == SYM_GATE_UNIFORM_RANDOM) {
+            out[j] = (float)(2.0 * uniform01(&state) - 1.0);
+        } else {
+            double u1 = 1.0 - uniform01(&state), u2 = uniform01(&state);
+            out[j] = (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+        }
+    }
+    sym_status s = sink->write(sink->context, out, count, err);
+    free(out);
+    return s;
+}
+
+sym_status sym_produce_tensor(const sym_merge_sources *src, const sym_tensor_job *job,
+                              const sym_tensor_sink *sink, sym_error *err)
+{
+    switch (job->kind) {
+    case SYM_JOB_EMBED:
+    case SYM_JOB_LM_HEAD:
+        return produce_vocab(src, job, sink, err);
+    case SYM_JOB_NORM:
+        return produce_combined(src, job, sink, err);
+    case SYM_JOB_ATTENTION:
+        if (src->cfg->attention == SYM_ATTENTION_BASE)
+            return produce_copy(sym_model_tensor(src->anchor, job->role, job->layer, -1), sink,
+                                err);
+        return produce_combined(src, job, sink, err);
+    case SYM_JOB_EXPERT:
+        return produce_copy(sym_model_tensor(src->experts[job->expert], job->role, job->layer,
+                                             -1),
+                            sink, err);
+    case SYM_JOB_ROUTER:
+        return produce_router(src, job, sink, err);
+    }
+    return sym_error_set(err, SYM_ERR_INVALID, "unknown tensor job %d", (int)job->kind);
+}
+
+uint64_t sym_job_memory(const sym_merge_sources *src, const sym_tensor_job *job, uint64_t numel)
+{
+    uint64_t n = src->n_experts;
+    if (job->kind == SYM_JOB_EMBED || job->kind == SYM_JOB_LM_HEAD)
+        return (n + 2) * EMBED_BLOCK_ROWS * src->hidden * 4;
+    if (job->kind == SYM_JOB_NORM || job->kind == SYM_JOB_ATTENTION)
+        return (n + 2) * numel * 4;
+    return 2 * numel * 4;
+}
