@@ -1,0 +1,134 @@
+#!/bin/sh
+# merge's config checks and output handling: unknown and unsupported keys, modes that
+# need calibration, relative paths, --force, a completed rerun, refused resumes (config,
+# thread count, source changed), --restart, the lock, --memory-limit, non-finite values
+# and float16 overflow named by tensor.
+set -u
+F=${SYMPHONY_SHARED:-}/fixtures/real
+if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
+    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
+    exit 77
+fi
+PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-config-XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+BIN=$SYMPHONY_BIN
+
+# expect STATUS PATTERN ARGS...: runs merge, checks the exit status and stderr.
+expect() {
+    want=$1 pattern=$2
+    shift 2
+    "$BIN" merge "$@" >"$tmp/stdout" 2>"$tmp/stderr"
+    rc=$?
+    if [ $rc -ne "$want" ] || ! grep -q -- "$pattern" "$tmp/stderr" "$tmp/stdout"; then
+        echo "merge $*: exit $rc (expected $want), output:"
+        cat "$tmp/stdout" "$tmp/stderr"
+        echo "expected the pattern: $pattern"
+        fail=1
+    fi
+}
+
+# config FILE [EXTRA LINES]: two experts, random router, then the extra lines.
+config() {
+    file=$1
+    shift
+    {
+        echo "dtype: float32"
+        echo "gate_mode: random"
+        echo "experts:"
+        echo "  - source_model: $F/legal"
+        echo "  - source_model: $F/code"
+        for line in "$@"; do echo "$line"; done
+    } >"$file"
+}
+
+config "$tmp/typo.yml" "expert_per_token: 1"
+expect 1 "unknown key 'expert_per_token'; did you mean 'experts_per_token'" "$tmp/typo.yml" "$tmp/o"
+config "$tmp/sym.yml" "symphony:" "  atention: linear"
+expect 1 "did you mean 'attention'" "$tmp/sym.yml" "$tmp/o"
+config "$tmp/shared.yml" "shared_experts: []"
+expect 1 "'shared_experts' is a mergekit setting that symphony-stream does not support" \
+    "$tmp/shared.yml" "$tmp/o"
+config "$tmp/noise.yml"
+sed -i "s|  - source_model: $F/code|  - source_model: $F/code\n    noise_scale: 0.1|" "$tmp/noise.yml"
+expect 1 "'noise_scale' is a mergekit setting" "$tmp/noise.yml" "$tmp/o"
+config "$tmp/arch.yml" "architecture: qwen"
+expect 1 "'architecture: qwen' is not supported" "$tmp/arch.yml" "$tmp/o"
+config "$tmp/hidden.yml"
+sed -i 's/gate_mode: random/gate_mode: hidden/' "$tmp/hidden.yml"
+expect 1 "gate_mode 'hidden' is not supported yet" "$tmp/hidden.yml" "$tmp/o"
+sed -i 's/gate_mode: hidden/gate_mode: hidden_avg/' "$tmp/hidden.yml"
+expect 1 "gate_mode 'hidden_avg' is not supported yet" "$tmp/hidden.yml" "$tmp/o"
+config "$tmp/ok.yml" "architecture: mixtral"
+expect 1 "calibration_tokens 5: calibration" --calibration-tokens 5 "$tmp/ok.yml" "$tmp/o"
+expect 2 "--dtype 'float8'" --dtype float8 "$tmp/ok.yml" "$tmp/o"
+config "$tmp/dtype.yml"
+sed -i 's/dtype: float32/dtype: int8/' "$tmp/dtype.yml"
+expect 1 "'dtype' is 'int8'; expected bfloat16, float16 or float32" "$tmp/dtype.yml" "$tmp/o"
+expect 1 "needs about" --memory-limit 1K "$tmp/ok.yml" "$tmp/o"
+[ -e "$tmp/o" ] || [ -e "$tmp/o.partial" ] && { echo "a rejected merge left output"; fail=1; }
+
+# Relative source paths are relative to the config file, not the working directory.
+mkdir "$tmp/rel"
+ln -s "$F/legal" "$tmp/rel/legal"
+ln -s "$F/code" "$tmp/rel/code"
+printf 'dtype: float32\ngate_mode: random\nexperts:\n  - source_model: legal\n  - source_model: code\n' \
+    >"$tmp/rel/merge.yml"
+(cd / && "$BIN" merge -q "$tmp/rel/merge.yml" "$tmp/rel-out") || { echo "relative paths failed"; fail=1; }
+
+# A finished merge rerun says so; another merge into it needs --force.
+"$BIN" merge -q "$tmp/ok.yml" "$tmp/out" || fail=1
+expect 0 "already complete" "$tmp/ok.yml" "$tmp/out"
+expect 1 "already exists.*--force" --seed 5 "$tmp/ok.yml" "$tmp/out"
+"$BIN" merge -q --force --seed 5 "$tmp/ok.yml" "$tmp/out" || { echo "--force failed"; fail=1; }
+[ -e "$tmp/out.old" ] && { echo "--force left out.old"; fail=1; }
+
+# Refused resumes, then --restart.
+SYMPHONY_TEST_KILL_AT=30 "$BIN" merge -q "$tmp/ok.yml" "$tmp/res" 2>/dev/null
+[ -d "$tmp/res.partial" ] || { echo "no partial output after a kill"; fail=1; }
+expect 1 "thread count (--threads) changed" --threads 3 "$tmp/ok.yml" "$tmp/res"
+cp "$tmp/ok.yml" "$tmp/ok-copy.yml"
+echo "experts_per_token: 1" >>"$tmp/ok.yml"
+expect 1 "cannot resume the interrupted merge because the config file changed" \
+    "$tmp/ok.yml" "$tmp/res"
+"$BIN" merge -q --restart "$tmp/ok.yml" "$tmp/res" || { echo "--restart failed"; fail=1; }
+
+cp -r "$F/legal" "$tmp/legal"
+chmod -R u+w "$tmp/legal"
+config "$tmp/src.yml"
+sed -i "s|$F/legal|$tmp/legal|" "$tmp/src.yml"
+SYMPHONY_TEST_KILL_AT=30 "$BIN" merge -q "$tmp/src.yml" "$tmp/src" 2>/dev/null
+touch -d '2001-01-01' "$tmp/legal/model.safetensors"
+expect 1 "a source model changed" "$tmp/src.yml" "$tmp/src"
+
+# The lock: a second merge while one holds OUTPUT.lock.
+if command -v flock >/dev/null 2>&1; then
+    flock "$tmp/locked.lock" sleep 3 &
+    sleep 0.5
+    expect 1 "another merge is writing" "$tmp/ok-copy.yml" "$tmp/locked"
+    wait
+fi
+
+# Non-finite values and float16 overflow are errors naming the tensor.
+"$PY" - "$tmp/legal" <<'PY'
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["SYMPHONY_SHARED"], "tools"))
+import numpy as np, st_io
+d = sys.argv[1]
+cfg, t, _ = st_io.load_model_dir(d)
+t = dict(t)
+t["model.norm.weight"] = t["model.norm.weight"] * 1e6
+t["model.layers.1.input_layernorm.weight"] = t["model.layers.1.input_layernorm.weight"].copy()
+st_io.save_model_dir(d + "-big", cfg, t)
+t["model.layers.1.input_layernorm.weight"][3] = np.nan
+st_io.save_model_dir(d + "-nan", cfg, t)
+PY
+config "$tmp/big.yml"
+sed -i "s|$F/legal|$tmp/legal-big|" "$tmp/big.yml"
+expect 1 "tensor 'model.norm.weight': .* exceed the float16 range" --dtype float16 \
+    "$tmp/big.yml" "$tmp/big"
+config "$tmp/nan.yml"
+sed -i "s|$F/legal|$tmp/legal-nan|" "$tmp/nan.yml"
+expect 1 "tensor 'model.layers.1.input_layernorm.weight': element 3 is nan" "$tmp/nan.yml" "$tmp/nan"
+exit $fail
