@@ -129,9 +129,9 @@ static sym_status check_compatible(merge_run *run, sym_error *err)
         return s;
     if (report.n_problems > 0)
         s = sym_error_set(err, SYM_ERR_INCOMPATIBLE,
-                          "the sources cannot be merged: %s%s (run 'symphony-stream inspect' "
-                          "on them for the full list)", report.problems[0],
-                          report.n_problems > 1 ? ", and more" : "");
+                          "the sources cannot be merged: %s (%zu problem(s) in all; "
+                          "'symphony-stream inspect' on the sources lists them)",
+                          report.problems[0], report.n_problems);
     sym_compat_report_free(&report);
     return s;
 }
