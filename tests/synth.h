@@ -22,6 +22,8 @@ typedef struct synth_spec {
     bool omit_rope_theta;
     double rope_theta;   /* used when not omitted; 0 means 10000 */
     bool with_inv_freq;  /* also store rotary_emb.inv_freq (older checkpoints do) */
+    bool sparse;         /* write headers only and extend the files with holes */
+    int max_position;    /* max_position_embeddings; 0 means 256 */
 } synth_spec;
 
 /* Fills a spec with a tiny default model (2 layers, hidden 16, F32, one file). */

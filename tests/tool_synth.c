@@ -1,6 +1,7 @@
 /* Writes a synthetic Llama checkpoint (see tests/synth.h).
  * usage: tool_synth DIR [key=value...]; keys: layers hidden intermediate heads kv_heads vocab
- * dtype(F32|F16|BF16) tied(0|1) shards seed prefix omit_rope_theta(0|1) rope_theta inv_freq(0|1) */
+ * dtype(F32|F16|BF16) tied(0|1) shards seed prefix omit_rope_theta(0|1) rope_theta inv_freq(0|1) sparse(0|1)
+ * max_position */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,8 @@ int main(int argc, char **argv)
         else if (strcmp(key, "omit_rope_theta") == 0) s.omit_rope_theta = v != 0;
         else if (strcmp(key, "rope_theta") == 0) s.rope_theta = strtod(value, NULL);
         else if (strcmp(key, "inv_freq") == 0) s.with_inv_freq = v != 0;
+        else if (strcmp(key, "sparse") == 0) s.sparse = v != 0;
+        else if (strcmp(key, "max_position") == 0) s.max_position = (int)v;
         else if (strcmp(key, "dtype") == 0) {
             if (!sym_dtype_from_name(value, &s.dtype)) {
                 fprintf(stderr, "%s: unknown dtype '%s'\n", argv[0], value);
