@@ -1,5 +1,5 @@
-/* Throughput of every elementwise kernel in every variant this CPU has, at row sizes of
- * Llama models (4096 hidden, 11008 intermediate), reported as GB/s and as the ratio to
+/* Throughput of every elementwise kernel in every variant this CPU has, at the row sizes
+ * of Llama 2 7B (4096 hidden, 11008 intermediate), reported as GB/s and as the ratio to
  * the scalar variant measured in the same run.
  *
  * Usage: bench_kernels [SECONDS]  (minimum time per measurement, default 0.2)
@@ -12,7 +12,7 @@
 
 #include "symphony/kernels.h"
 
-/* Buffers shared by every kernel; each holds the largest size. */
+/* Buffers shared by every kernel, each with room for the largest size. */
 typedef struct bench_buffers {
     float *a, *b, *out, *cos_row, *sin_row;
     unsigned char *half; /* 16-bit values, bf16 or f16 as the kernel reads them */

@@ -30,8 +30,8 @@ const char *sym_simd_variant_str(sym_simd_variant variant)
 
 #if SYM_HAVE_X86
 
-/* XCR0 state components: SSE and AVX (YMM upper halves) for AVX2; also the opmask
- * registers and both ZMM halves for AVX-512. */
+/* XCR0 state components. AVX2 needs SSE and AVX (the YMM upper halves). AVX-512 also
+ * needs the opmask registers and both ZMM halves. */
 #define XCR0_YMM_STATE 0x06u
 #define XCR0_ZMM_STATE 0xe6u
 
@@ -42,7 +42,7 @@ static uint64_t read_xcr0(void)
     return ((uint64_t)edx << 32) | eax;
 }
 
-/* CPU features this program tests for, read once per call. */
+/* CPU features that the variants need, as cpuid and XGETBV report them. */
 typedef struct cpu_features {
     bool osxsave, avx, fma, f16c, avx2;
     bool avx512f, avx512bw, avx512vl, avx512dq;

@@ -1,6 +1,6 @@
 /* Scalar kernels: the reference every vector variant is tested against, and the fallback
- * on CPUs without AVX2. Written for clarity over speed; conversions work on bit patterns
- * so that the results do not depend on the compiler or the FPU mode. */
+ * on CPUs without AVX2. They favour clarity over speed. The conversions work on bit
+ * patterns, so their results do not depend on the compiler or the FPU mode. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -161,7 +161,7 @@ static void exp_f32(float *y, const float *x, size_t n)
         y[i] = expf(x[i]);
 }
 
-/* Maximum of a row, skipping NaN; -Inf for n == 0. */
+/* Returns the maximum of a row, skipping NaN, or -Inf when n == 0. */
 static float row_max(const float *x, size_t n)
 {
     float m = -INFINITY;
