@@ -206,19 +206,22 @@ static sym_status size_vocabulary(sym_tokenizer *tok, json_t *vocab, const json_
     int32_t max_id = -1;
     const char *key;
     const json_t *value;
+    char where[128];
     json_object_foreach(vocab, key, value) {
         int32_t id;
-        sym_status status = check_id(value, "model.vocab", &id, err);
+        snprintf(where, sizeof where, "model.vocab: piece '%.64s'", key);
+        sym_status status = check_id(value, where, &id, err);
         if (status != SYM_OK)
-            return sym_error_prefix(err, "piece '%.64s'", key);
+            return status;
         max_id = id > max_id ? id : max_id;
     }
     size_t index;
     json_array_foreach(added, index, value) {
         int32_t id;
-        sym_status status = check_id(json_object_get(value, "id"), "added_tokens", &id, err);
+        snprintf(where, sizeof where, "added_tokens[%zu]", index);
+        sym_status status = check_id(json_object_get(value, "id"), where, &id, err);
         if (status != SYM_OK)
-            return sym_error_prefix(err, "added_tokens[%zu]", index);
+            return status;
         max_id = id > max_id ? id : max_id;
     }
     size_t entries = json_object_size(vocab) + json_array_size(added);
