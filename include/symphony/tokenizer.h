@@ -10,8 +10,9 @@
  * Unigram, WordLevel) and other components (ByteLevel, NFKC, regex patterns) are rejected
  * with SYM_ERR_UNSUPPORTED and a message naming the type.
  *
- * Text is UTF-8. A byte that does not start a valid UTF-8 sequence is one character of its
- * own, so with byte fallback every input round-trips through encode and decode.
+ * Text is UTF-8. A byte that is not part of a valid UTF-8 sequence is one character of its
+ * own, so byte fallback encodes it as its <0xXX> piece; decoding turns such bytes into
+ * U+FFFD, as Hugging Face tokenizers does, so only valid UTF-8 round-trips.
  */
 #ifndef SYMPHONY_TOKENIZER_H
 #define SYMPHONY_TOKENIZER_H
