@@ -139,7 +139,8 @@ size_t tok_utf8_length(const char *text, size_t available)
 
 /* ---- JSON helpers ---- */
 
-sym_status tok_json_load(const char *path, size_t max_bytes, json_t **root, sym_error *err)
+sym_status tok_json_load(const char *path, size_t max_bytes, size_t extra_flags, json_t **root,
+                         sym_error *err)
 {
     struct stat st;
     if (stat(path, &st) != 0) {
@@ -153,7 +154,7 @@ sym_status tok_json_load(const char *path, size_t max_bytes, json_t **root, sym_
                              "%s: %lld bytes, more than the limit of %zu bytes", path,
                              (long long)st.st_size, max_bytes);
     json_error_t jerr;
-    *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    *root = json_load_file(path, JSON_REJECT_DUPLICATES | extra_flags, &jerr);
     if (*root == NULL)
         return sym_error_set(err, SYM_ERR_FORMAT, "%s: invalid JSON at line %d, column %d: %s",
                              path, jerr.line, jerr.column, jerr.text);
@@ -543,7 +544,10 @@ static sym_status config_token(const sym_tokenizer *tok, const json_t *config, c
 static sym_status parse_config(sym_tokenizer *tok, const char *path, sym_error *err)
 {
     json_t *config;
-    sym_status status = tok_json_load(path, SYM_TOKENIZER_FILE_MAX, &config, err);
+    /* Integers are read as reals because some files store model_max_length as 1e30 written
+     * out in full, which does not fit jansson's integers; no integer is read here. */
+    sym_status status = tok_json_load(path, SYM_TOKENIZER_FILE_MAX, JSON_DECODE_INT_AS_REAL,
+                                      &config, err);
     if (status == SYM_ERR_NOT_FOUND) {
         sym_error_clear(err);
         return SYM_OK;
@@ -616,7 +620,7 @@ sym_status sym_tokenizer_load(const char *path, sym_tokenizer **out, sym_error *
     if (status != SYM_OK)
         return status;
     json_t *root;
-    status = tok_json_load(json_path, SYM_TOKENIZER_FILE_MAX, &root, err);
+    status = tok_json_load(json_path, SYM_TOKENIZER_FILE_MAX, 0, &root, err);
     if (status != SYM_OK)
         return status;
 

@@ -10,9 +10,10 @@
 sym_status tok_arena_add(sym_tokenizer *tok, const char *bytes, size_t len, tok_span *span,
                          sym_error *err);
 
-/* Parses a JSON file of at most max_bytes, rejecting duplicate keys. A missing file fails
- * with SYM_ERR_NOT_FOUND. */
-sym_status tok_json_load(const char *path, size_t max_bytes, json_t **root, sym_error *err);
+/* Parses a JSON file of at most max_bytes, rejecting duplicate keys; extra_flags are more
+ * jansson decoding flags. A missing file fails with SYM_ERR_NOT_FOUND. */
+sym_status tok_json_load(const char *path, size_t max_bytes, size_t extra_flags, json_t **root,
+                         sym_error *err);
 
 /* Returns a boolean member, or fallback when it is absent or not a boolean. */
 bool tok_json_bool(const json_t *object, const char *key, bool fallback);

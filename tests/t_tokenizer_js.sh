@@ -70,5 +70,11 @@ for layout in stored metaspace; do
     echo "ok: $layout layout, $n cases"
 done
 
+# The package's own files load too; its tokenizer_config.json stores model_max_length as
+# a 31-digit integer.
+got=$("$SYMPHONY_BIN" tokenize "$package/models/tokenizer.json" --text "$tmp/stored/0.txt" --bos) ||
+    fail "tokenize with the package's own tokenizer.json failed"
+[ "$got" = "$(cat "$tmp/stored/0.ids")" ] || fail "package's own files: ids differ"
+
 [ $failures -eq 0 ] || { echo "$failures failure(s)"; exit 1; }
 echo "t_tokenizer_js: all checks passed"
