@@ -90,6 +90,50 @@ const tok_merge_slot *tok_merge_lookup(const sym_tokenizer *tok, int32_t left, i
     }
 }
 
+static size_t bigram_slot(const sym_tokenizer *tok, uint64_t key)
+{
+    size_t slot = merge_hash(key) & tok->bigram_mask;
+    while (tok->bigram_slots[slot] != 0 && tok->bigram_slots[slot] != key)
+        slot = (slot + 1) & tok->bigram_mask;
+    return slot;
+}
+
+bool tok_bigram_in_vocab(const sym_tokenizer *tok, int32_t left, int32_t right)
+{
+    uint64_t key = TOK_BIGRAM_USED | (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    return tok->bigram_slots[bigram_slot(tok, key)] == key;
+}
+
+/* Records every pair of adjacent characters inside a vocabulary piece where both
+ * characters are pieces themselves. */
+static sym_status build_bigrams(sym_tokenizer *tok, sym_error *err)
+{
+    size_t slots = table_size_for(tok->arena_length + 1);
+    tok->bigram_slots = calloc(slots, sizeof *tok->bigram_slots);
+    if (tok->bigram_slots == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "out of memory for the character pairs");
+    tok->bigram_mask = slots - 1;
+    for (size_t id = 0; id < tok->vocab_size; id++) {
+        if (!(tok->id_flags[id] & TOK_ID_VOCAB))
+            continue;
+        const char *piece = tok_span_data(tok, tok->id_pieces[id]);
+        size_t len = tok->id_pieces[id].length;
+        int32_t previous = -1;
+        for (size_t i = 0; i < len;) {
+            size_t n = tok_utf8_length(piece + i, len - i);
+            int32_t current = tok_vocab_lookup(tok, piece + i, n);
+            if (previous >= 0 && current >= 0) {
+                uint64_t key = TOK_BIGRAM_USED | (uint64_t)(uint32_t)previous << 32 |
+                               (uint32_t)current;
+                tok->bigram_slots[bigram_slot(tok, key)] = key;
+            }
+            previous = current;
+            i += n;
+        }
+    }
+    return SYM_OK;
+}
+
 /* Records a merge; a pair listed twice keeps its later rank, as Hugging Face tokenizers
  * does when it builds its merge map. */
 static void merge_insert(sym_tokenizer *tok, int32_t left, int32_t right, int32_t rank,
@@ -429,6 +473,8 @@ static sym_status parse_model(sym_tokenizer *tok, const json_t *root, sym_error 
     if (status == SYM_OK)
         status = parse_vocab(tok, vocab, err);
     if (status == SYM_OK)
+        status = build_bigrams(tok, err);
+    if (status == SYM_OK)
         status = parse_merges(tok, merges, err);
     if (status == SYM_OK)
         status = parse_model_options(tok, model, err);
@@ -656,6 +702,7 @@ void sym_tokenizer_free(sym_tokenizer *tok)
     free(tok->id_flags);
     free(tok->piece_slots);
     free(tok->merge_slots);
+    free(tok->bigram_slots);
     free(tok->norm_steps);
     free(tok->decoder_steps);
     free(tok->added);

@@ -54,6 +54,9 @@ typedef struct encode_work {
     bpe_candidate *heap;
     size_t heap_count;
     size_t heap_capacity;
+    uint32_t *cuts; /* symbol indices where no merge can reach across */
+    size_t cut_count;
+    size_t cut_capacity;
 } encode_work;
 
 static bool ensure_capacity(void **data, size_t *capacity, size_t need, size_t size)
@@ -166,7 +169,9 @@ static bool split_characters(encode_work *work, const char *word, size_t len, si
 {
     const sym_tokenizer *tok = work->tok;
     size_t unk_length = 0;
+    int32_t previous_char = -1;
     *count = 0;
+    work->cut_count = 0;
     for (size_t i = 0; i < len;) {
         size_t char_length = tok_utf8_length(word + i, len - i);
         int32_t id = tok_vocab_lookup(tok, word + i, char_length);
@@ -174,11 +179,19 @@ static bool split_characters(encode_work *work, const char *word, size_t len, si
             if (unk_length > 0 && !add_symbol(work, count, tok->unk_id, unk_length))
                 return false;
             unk_length = 0;
+            if (previous_char >= 0 && !tok_bigram_in_vocab(tok, previous_char, id)) {
+                if (!ensure_capacity((void **)&work->cuts, &work->cut_capacity,
+                                     work->cut_count + 1, sizeof *work->cuts))
+                    return false;
+                work->cuts[work->cut_count++] = (uint32_t)*count;
+            }
+            previous_char = id;
             if (!add_symbol(work, count, id, char_length))
                 return false;
             i += char_length;
             continue;
         }
+        previous_char = -1;
         bool all_bytes = tok->byte_fallback;
         for (size_t k = 0; all_bytes && k < char_length; k++)
             all_bytes = tok->byte_ids[(unsigned char)word[i + k]] >= 0;
@@ -213,21 +226,22 @@ static bool queue_pair(encode_work *work, int32_t pos)
     return heap_push(work, candidate);
 }
 
-/* Applies merges until none is left: always the lowest rank, leftmost on a tie. A queued
- * candidate is stale when its symbols changed; it is dropped unless the pair at its
- * position still merges into the same piece, the test Hugging Face tokenizers uses. */
-static bool merge_symbols(encode_work *work, size_t count)
+/* Applies merges to the symbols [lo, hi) until none is left: always the lowest rank,
+ * leftmost on a tie. A queued candidate is stale when its symbols changed; it is dropped
+ * unless the pair at its position still merges into the same piece, the test Hugging Face
+ * tokenizers uses. */
+static bool merge_symbols(encode_work *work, int32_t lo, int32_t hi)
 {
     bpe_symbol *symbols = work->symbols;
     work->heap_count = 0;
-    for (size_t pos = 0; pos + 1 < count; pos++) {
-        if (!queue_pair(work, (int32_t)pos))
+    for (int32_t pos = lo; pos + 1 < hi; pos++) {
+        if (!queue_pair(work, pos))
             return false;
     }
     while (work->heap_count > 0) {
         bpe_candidate top = heap_pop(work);
         bpe_symbol *left = &symbols[top.pos];
-        if (left->length == 0 || left->next >= (int32_t)count)
+        if (left->length == 0 || left->next >= hi)
             continue;
         bpe_symbol *right = &symbols[left->next];
         const tok_merge_slot *merge = tok_merge_lookup(work->tok, left->id, right->id);
@@ -238,12 +252,16 @@ static bool merge_symbols(encode_work *work, size_t count)
         left->length += right->length;
         left->next = right->next;
         right->length = 0;
-        if (left->next < (int32_t)count)
+        if (left->next < hi)
             symbols[left->next].prev = (int32_t)top.pos;
 
-        if (left->prev >= 0 && !queue_pair(work, left->prev))
+        if (left->prev >= lo && !queue_pair(work, left->prev))
             return false;
-        if (left->next < (int32_t)count && !queue_pair(work, (int32_t)top.pos))
+        if (left->next < hi && !queue_pair(work, (int32_t)top.pos))
+            return false;
+    }
+    for (int32_t pos = lo; pos < hi; pos = symbols[pos].next) {
+        if (!push_id(work->out, symbols[pos].id))
             return false;
     }
     return true;
@@ -261,11 +279,15 @@ static bool encode_word(encode_work *work, const char *word, size_t len)
     size_t count;
     if (!split_characters(work, word, len, &count))
         return false;
-    if (!merge_symbols(work, count))
+    if (count > INT32_MAX)
         return false;
-    for (size_t pos = 0; pos < count; pos = (size_t)work->symbols[pos].next) {
-        if (!push_id(work->out, work->symbols[pos].id))
+    /* Merge each run between cuts on its own: the heaps stay small, the result is equal. */
+    int32_t lo = 0;
+    for (size_t c = 0; c <= work->cut_count; c++) {
+        int32_t hi = c < work->cut_count ? (int32_t)work->cuts[c] : (int32_t)count;
+        if (!merge_symbols(work, lo, hi))
             return false;
+        lo = hi;
     }
     return true;
 }
@@ -536,6 +558,7 @@ sym_status sym_tokenizer_encode(const sym_tokenizer *tok, const char *text, size
     free(work.metaspace.data);
     free(work.symbols);
     free(work.heap);
+    free(work.cuts);
     if (!ok) {
         free(out.data);
         return sym_error_set(err, SYM_ERR_NOMEM, "out of memory encoding %zu bytes of text",

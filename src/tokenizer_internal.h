@@ -86,6 +86,8 @@ struct sym_tokenizer {
     size_t piece_mask;
     tok_merge_slot *merge_slots;
     size_t merge_mask;
+    uint64_t *bigram_slots; /* TOK_BIGRAM_USED | left << 32 | right; 0 marks an empty slot */
+    size_t bigram_mask;
 
     int32_t byte_ids[256]; /* ids of <0x00>..<0xFF>, -1 where absent */
     bool byte_fallback;
@@ -126,6 +128,13 @@ static inline const char *tok_span_data(const sym_tokenizer *tok, tok_span span)
 {
     return tok->arena + span.offset;
 }
+
+#define TOK_BIGRAM_USED ((uint64_t)1 << 63)
+
+/* Tells whether the single-character pieces left and right are adjacent somewhere inside a
+ * vocabulary piece. When they are not, no merge can join them, so BPE may treat the text
+ * on each side of them separately with the same result. */
+bool tok_bigram_in_vocab(const sym_tokenizer *tok, int32_t left, int32_t right);
 
 /* Looks a byte string up in the model vocabulary; returns its id or -1. */
 int32_t tok_vocab_lookup(const sym_tokenizer *tok, const char *piece, size_t len);
