@@ -1,10 +1,10 @@
 /* Encoding: added-token split, normalizer, Metaspace pre-tokenizer and BPE merges.
  *
- * The order of the steps and their edge cases follow Hugging Face tokenizers: added tokens
- * that are not "normalized" are cut out of the raw text first (leftmost, then longest);
- * each remaining non-empty segment is normalized on its own, so Prepend gives every
- * segment its own dummy prefix; "normalized" added tokens are then cut out of the
- * normalized text; the pre-tokenizer splits the rest into words; BPE encodes each word.
+ * The steps and their edge cases follow Hugging Face tokenizers. First, added tokens that
+ * are not "normalized" are cut out of the raw text (leftmost, then longest). Each remaining
+ * non-empty segment is normalized on its own, so Prepend gives every segment its own dummy
+ * prefix. Then "normalized" added tokens are cut out of the normalized text, the
+ * pre-tokenizer splits the rest into words, and BPE encodes each word.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -227,9 +227,9 @@ static bool queue_pair(encode_work *work, int32_t pos)
 }
 
 /* Applies merges to the symbols [lo, hi) until none is left: always the lowest rank,
- * leftmost on a tie. A queued candidate is stale when its symbols changed; it is dropped
- * unless the pair at its position still merges into the same piece, the test Hugging Face
- * tokenizers uses. */
+ * leftmost on a tie. A queued candidate is stale when its symbols changed. It is dropped
+ * unless the pair at its position still merges into the same piece, which is the test
+ * that Hugging Face tokenizers applies. */
 static bool merge_symbols(encode_work *work, int32_t lo, int32_t hi)
 {
     bpe_symbol *symbols = work->symbols;
@@ -349,9 +349,9 @@ static bool normalize(encode_work *work, const char *text, size_t len, const cha
     return true;
 }
 
-/* Applies the Metaspace pre-tokenizer (spaces become the replacement, which is prepended
- * as the prepend scheme says) and encodes each word. first is true for text that starts
- * the input. */
+/* Applies the Metaspace pre-tokenizer and encodes each word. Spaces become the
+ * replacement, which is also prepended under the prepend scheme. first is true for text
+ * that starts the input. */
 static bool encode_pre_tokenized(encode_work *work, const char *text, size_t len, bool first)
 {
     const sym_tokenizer *tok = work->tok;
@@ -415,8 +415,8 @@ static bool is_space_at(const char *text, size_t len, size_t i, size_t *width)
 
 static bool is_word_byte(unsigned char c)
 {
-    /* TODO: single_word treats every non-ASCII byte as part of a word; Hugging Face
-     * tokenizers asks Unicode whether the neighbouring character is alphanumeric. */
+    /* TODO: single_word treats every non-ASCII byte as part of a word, but Hugging Face
+     * tokenizers checks whether the neighbouring character is Unicode alphanumeric. */
     return c == '_' || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
            c >= 0x80;
 }
