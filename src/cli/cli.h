@@ -47,5 +47,6 @@ bool cli_parse_int(const char *text, long long min, long long max, long long *va
 bool cli_parse_double(const char *text, double *value);
 
 int cmd_inspect(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 #endif

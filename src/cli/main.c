@@ -8,6 +8,7 @@
 
 static const cli_command commands[] = {
     {"inspect", "describe models and check that they can be merged", cmd_inspect},
+    {"tokenize", "encode text into token ids or decode ids into text", cmd_tokenize},
 };
 
 static const size_t command_count = sizeof commands / sizeof commands[0];
