@@ -252,6 +252,8 @@ sym_status sym_forward_create(sym_forward **forward, const sym_model *model,
 
     sym_status st = check_options(fw, err);
     if (st == SYM_OK)
+        st = fwd_ops_init(err);
+    if (st == SYM_OK)
         st = sym_stream_open(&fw->stream, model, fw->opt.prefetch, err);
     if (st == SYM_OK)
         st = choose_batch(fw, err);

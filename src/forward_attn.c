@@ -25,19 +25,12 @@ static void attend_row(const float *q, const float *k, const float *v, size_t st
 {
     float scale = 1.0f / sqrtf((float)hd);
     for (size_t j = 0; j < n_keys; j++) {
-        const float *kj = k + j * stride;
-        float dot = 0;
-        for (size_t i = 0; i < hd; i++)
-            dot += q[i] * kj[i];
-        scores[j] = dot * scale;
+        scores[j] = fwd_dot(q, k + j * stride, hd) * scale;
     }
     fwd_softmax(scores, n_keys);
     memset(out, 0, hd * sizeof *out);
-    for (size_t j = 0; j < n_keys; j++) {
-        const float *vj = v + j * stride;
-        for (size_t i = 0; i < hd; i++)
-            out[i] += scores[j] * vj[i];
-    }
+    for (size_t j = 0; j < n_keys; j++)
+        fwd_axpy(out, scores[j], v + j * stride, hd);
 }
 
 static void attend_pair(const attn_job *job, size_t s, size_t h, float *scores)
@@ -149,10 +142,7 @@ static void run_expert(sym_forward *fw, size_t e, size_t n_tokens)
                 fw->gate, (int)f, fw->w.down[e], (int)f, 0.0f, fw->moe_y, (int)d);
     for (size_t i = 0; i < n; i++) {
         size_t t = (size_t)fw->moe_rows[i];
-        float w = fw->route_w[t * fw->experts + e];
-        float *dst = fw->out + t * d;
-        for (size_t j = 0; j < d; j++)
-            dst[j] += w * fw->moe_y[i * d + j];
+        fwd_axpy(fw->out + t * d, fw->route_w[t * fw->experts + e], fw->moe_y + i * d, d);
     }
 }
 

@@ -1,12 +1,15 @@
-/* Elementwise steps of the forward pass, in f32 with plain loops.
- *
- * Kept in one place so that switching them to the dispatched SIMD kernels is a local
- * change. Shapes are row-major; n is the row length.
+/* Elementwise steps of the forward pass in f32, on the dispatched SIMD kernels.
+ * Shapes are row-major; n is the row length.
  */
 #ifndef SYMPHONY_FORWARD_OPS_H
 #define SYMPHONY_FORWARD_OPS_H
 
 #include <stddef.h>
+
+#include "symphony/status.h"
+
+/* Selects the kernel variant; call before any other function here. */
+sym_status fwd_ops_init(sym_error *err);
 
 /* y[r] = w * x[r] / sqrt(mean(x[r]^2) + eps) for each of rows rows. y may equal x. */
 void fwd_rms_norm(float *y, const float *x, const float *w, size_t rows, size_t n, float eps);
@@ -23,5 +26,11 @@ void fwd_rope(float *x, const float *cos_t, const float *sin_t, size_t head_dim)
 
 /* dst[i] += src[i]. */
 void fwd_add(float *dst, const float *src, size_t n);
+
+/* Returns sum(a[i] * b[i]), accumulated in f64. */
+float fwd_dot(const float *a, const float *b, size_t n);
+
+/* y[i] += a * x[i]. */
+void fwd_axpy(float *y, float a, const float *x, size_t n);
 
 #endif
