@@ -110,9 +110,10 @@ static int parse_prompt(const char *text, int32_t *ids, size_t cap, size_t *n)
     for (char *w = strtok_r(copy, " \t\n", &save); w != NULL; w = strtok_r(NULL, " \t\n", &save)) {
         long long v;
         if (*n == cap || !cli_parse_int(w, 0, INT32_MAX, &v)) {
+            int rc = cli_usage_error("generate", "invalid --prompt-ids: '%s' is not a token "
+                                     "id or there are more than %zu ids", w, cap);
             free(copy);
-            return cli_usage_error("generate", "invalid --prompt-ids: '%s' is not a token id "
-                                   "or there are more than %zu ids", w, cap);
+            return rc;
         }
         ids[(*n)++] = (int32_t)v;
     }
