@@ -1,4 +1,6 @@
-/* RoPE inverse frequencies with Hugging Face's rope_scaling variants. */
+/* RoPE inverse frequencies with Hugging Face's rope_scaling variants.
+ * TODO: the linear and llama3 paths have no test against a reference yet; the fixtures
+ * use no rope_scaling. */
 #include "symphony/forward.h"
 
 #include <math.h>

@@ -62,7 +62,7 @@ sym_status sym_forward_create(sym_forward **forward, const sym_model *model,
 
 void sym_forward_free(sym_forward *forward);
 
-/* Sequences of options->seq_len tokens that one batch holds under the plan. */
+/* Returns how many sequences of options->seq_len tokens one batch contains. */
 size_t sym_forward_batch_sequences(const sym_forward *forward);
 
 /* Bytes of memory the plan allocates (weights, staging, activations, KV cache). */
