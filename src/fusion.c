@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "symphony/kernels.h"
+
 void sym_fusion_gram_add(const float *const *src, size_t n, size_t count, double *gram)
 {
     for (size_t a = 0; a < n; a++) {
@@ -80,78 +82,22 @@ size_t sym_find_nonfinite(const float *values, size_t count)
     return count;
 }
 
-static uint32_t f32_bits(float f)
-{
-    uint32_t bits;
-    memcpy(&bits, &f, sizeof bits);
-    return bits;
-}
-
-/* TODO: switch to the SIMD kernels' converters once they exist; this is the only caller. */
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t bits = f32_bits(f);
-    if ((bits & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((bits >> 16) | 0x0040u); /* quiet NaN, sign kept */
-    uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)((bits + rounding) >> 16);
-}
-
-/* f32 -> f16, round to nearest even, including subnormal results. */
-static uint16_t f32_to_f16(float f, uint64_t *overflow)
-{
-    uint32_t bits = f32_bits(f);
-    uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
-    uint32_t abs_bits = bits & 0x7fffffffu;
-    if (abs_bits > 0x7f800000u)
-        return (uint16_t)(sign | 0x7e00u);
-    if (abs_bits == 0x7f800000u)
-        return (uint16_t)(sign | 0x7c00u);
-    int exponent = (int)(abs_bits >> 23) - 127;
-    uint32_t mantissa = (abs_bits & 0x7fffffu) | 0x800000u;
-    if (exponent < -25)
-        return sign;
-    if (exponent < -14) {
-        /* Subnormal: value = mantissa x 2^(exponent - 23); unit 2^-24. */
-        int shift = -exponent - 1;
-        uint32_t half = 1u << (shift - 1);
-        uint32_t rest = mantissa & ((1u << shift) - 1u);
-        uint32_t q = mantissa >> shift;
-        if (rest > half || (rest == half && (q & 1u)))
-            q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t q = ((uint32_t)(exponent + 15) << 10) | ((mantissa >> 13) & 0x3ffu);
-    uint32_t rest = mantissa & 0x1fffu;
-    if (rest > 0x1000u || (rest == 0x1000u && (q & 1u)))
-        q++;
-    if (q >= 0x7c00u) {
-        (*overflow)++;
-        return (uint16_t)(sign | 0x7c00u);
-    }
-    return (uint16_t)(sign | q);
-}
-
 sym_status sym_convert_f32(const float *src, size_t count, sym_dtype dtype, uint8_t *dst,
                            uint64_t *overflow, sym_error *err)
 {
+    const sym_kernels *kernels;
+    sym_status s = sym_kernels_select(&kernels, err);
+    if (s != SYM_OK)
+        return s;
     switch (dtype) {
     case SYM_DTYPE_F32:
         memcpy(dst, src, count * 4);
         return SYM_OK;
     case SYM_DTYPE_BF16:
-        for (size_t j = 0; j < count; j++) {
-            uint16_t h = f32_to_bf16(src[j]);
-            dst[2 * j] = (uint8_t)h;
-            dst[2 * j + 1] = (uint8_t)(h >> 8);
-        }
+        kernels->f32_to_bf16(dst, src, count);
         return SYM_OK;
     case SYM_DTYPE_F16:
-        for (size_t j = 0; j < count; j++) {
-            uint16_t h = f32_to_f16(src[j], overflow);
-            dst[2 * j] = (uint8_t)h;
-            dst[2 * j + 1] = (uint8_t)(h >> 8);
-        }
+        *overflow += kernels->f32_to_f16(dst, src, count);
         return SYM_OK;
     default:
         return sym_error_set(err, SYM_ERR_UNSUPPORTED, "output dtype %s is not supported",

@@ -27,10 +27,8 @@
 #include "merge_internal.h"
 #include "symphony/compat.h"
 #include "symphony/fusion.h"
+#include "symphony/kernels.h"
 #include "symphony/writer.h"
-
-/* TODO: take the variant from the SIMD dispatcher once the kernels exist. */
-#define SIMD_VARIANT "scalar"
 
 /* Everything one merge run holds. */
 typedef struct merge_run {
@@ -319,7 +317,8 @@ static sym_status build_fingerprint(merge_run *run, sym_error *err)
     json_object_set_new(settings, "calibration_tokens", json_integer(cfg->calibration_tokens));
     json_object_set_new(settings, "shard_size", json_integer((json_int_t)run->opts->shard_size));
     json_object_set_new(settings, "threads", json_integer(run->opts->threads));
-    json_object_set_new(settings, "simd", json_string(SIMD_VARIANT));
+    const char *simd = sym_kernels_variant_name();
+    json_object_set_new(settings, "simd", json_string(simd != NULL ? simd : "unknown"));
     json_t *sources = json_object();
     for (size_t i = 0; i < cfg->n_experts; i++)
         json_object_set_new(sources, cfg->experts[i].source_model,

@@ -47,9 +47,10 @@ void sym_fusion_combine(const float *const *src, const double *coef, size_t n, s
 /* Returns the index of the first NaN or Inf in values, or count when all are finite. */
 size_t sym_find_nonfinite(const float *values, size_t count);
 
-/* Converts count f32 values to dtype (F32, F16 or BF16, little-endian) at dst. BF16 and
- * F16 round to nearest even; NaN stays NaN. *overflow counts the finite values that became
- * Inf in F16 (out of range), so the caller can report them. */
+/* Converts count f32 values to dtype (F32, F16 or BF16, little-endian) at dst with the
+ * process's SIMD kernels. BF16 and F16 round to nearest even; NaN stays NaN. *overflow is
+ * increased by the finite values that became Inf in F16 (|x| >= 65520), so the caller can
+ * report them. Fails when SYMPHONY_SIMD names a variant that cannot run. */
 sym_status sym_convert_f32(const float *src, size_t count, sym_dtype dtype, uint8_t *dst,
                            uint64_t *overflow, sym_error *err);
 
