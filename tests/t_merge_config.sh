@@ -69,6 +69,10 @@ expect 1 "'dtype' is 'int8'; expected bfloat16, float16 or float32" "$tmp/dtype.
 expect 1 "needs about" --memory-limit 1K "$tmp/ok.yml" "$tmp/o"
 [ -e "$tmp/o" ] || [ -e "$tmp/o.partial" ] && { echo "a rejected merge left output"; fail=1; }
 
+# The documented example config uses every key and is valid.
+sed "s|@F@|$F|g" "$SYMPHONY_TOP/fixtures/configs/example.yml" >"$tmp/example.yml"
+"$BIN" merge -q "$tmp/example.yml" "$tmp/example" || { echo "example.yml failed"; fail=1; }
+
 # Relative source paths are relative to the config file, not the working directory.
 mkdir "$tmp/rel"
 ln -s "$F/legal" "$tmp/rel/legal"
