@@ -1,6 +1,6 @@
 /* The merge driver: sources, plan, output directory lifecycle, journal and resume.
  *
- * Output is built in OUTPUT.partial. symphony-merge.json there holds the fingerprint of
+ * Output is built in OUTPUT.partial. symphony-merge.json there contains the fingerprint of
  * the merge (config bytes, settings, every source shard's size, mtime and header hash);
  * a resume is accepted only when it matches. Each tensor is written at its planned offset,
  * made durable, then journaled; a resume re-checks every journaled tensor's checksum and

@@ -109,7 +109,9 @@ static sym_status fuse_rows(const sym_merge_sources *src, const sym_tensor_ref *
     uint64_t hidden = src->hidden;
     for (size_t i = 0; i < n; i++) {
         uint64_t have = refs[i]->info->shape[0];
-        uint64_t count = first < have ? (have - first < rows ? have - first : rows) : 0;
+        uint64_t count = 0;
+        if (first < have)
+            count = have - first < rows ? have - first : rows;
         sym_status s = sym_tensor_read_f32(refs[i], first * hidden, count * hidden, bufs[i],
                                            err);
         if (s != SYM_OK)

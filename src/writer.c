@@ -242,7 +242,7 @@ static const char *torch_dtype_name(sym_dtype dtype)
     return "float32";
 }
 
-/* Sets a real value, keeping the anchor's spelling when it already holds that value. */
+/* Sets a real value, keeping the anchor's spelling when it already has that value. */
 static void set_real(json_t *root, const char *key, double value)
 {
     json_t *old = json_object_get(root, key);

@@ -81,7 +81,7 @@ printf 'dtype: float32\ngate_mode: random\nexperts:\n  - source_model: legal\n  
     >"$tmp/rel/merge.yml"
 (cd / && "$BIN" merge -q "$tmp/rel/merge.yml" "$tmp/rel-out") || { echo "relative paths failed"; fail=1; }
 
-# A finished merge rerun says so; another merge into it needs --force.
+# Rerunning a finished merge reports it; another merge into it needs --force.
 "$BIN" merge -q "$tmp/ok.yml" "$tmp/out" || fail=1
 expect 0 "already complete" "$tmp/ok.yml" "$tmp/out"
 expect 1 "already exists.*--force" --seed 5 "$tmp/ok.yml" "$tmp/out"

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Every fusion rule of merge against an independent numpy computation
-# (tests/fusion_check.py): SLERP of two sources, multi-SLERP of three with a per-layer
-# weight schedule, linear and base attention, norms, the union vocabulary, an untied
-# lm_head, expert copies, random routers, and bf16 output as the rounded f32 result.
+# Checks every fusion rule of merge against an independent numpy computation
+# (tests/fusion_check.py). Covered: SLERP of two sources, multi-SLERP of three with a
+# per-layer weight schedule, linear and base attention, norms and the union vocabulary.
+# Also an untied lm_head, expert copies, random routers, and bf16 output as the rounded
+# f32 result.
 set -u
 F=${SYMPHONY_SHARED:-}/fixtures/real
 if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
@@ -20,7 +21,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail=0
 "$PY" "$check" make-sources "$F" "$tmp" || { echo "could not build test sources"; exit 1; }
 
-# run NAME ATTENTION ROUTER_LINES SPEC_EXTRA SOURCES... : merges, then checks with numpy.
+# run NAME ATTENTION WEIGHTS EXTRA_LINE SOURCES...: merges, then checks with numpy.
 run() {
     name=$1 attention=$2 weights=$3 extra=$4
     shift 4

@@ -30,7 +30,7 @@ typedef enum sym_gate_mode {
 } sym_gate_mode;
 
 typedef enum sym_router_init {
-    SYM_ROUTER_INIT_GATE_MODE, /* rows as gate_mode says */
+    SYM_ROUTER_INIT_GATE_MODE, /* rows as gate_mode selects */
     SYM_ROUTER_INIT_ZERO,      /* all-zero rows: with k = N every token gets 1/N of each */
 } sym_router_init;
 
