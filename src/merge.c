@@ -136,7 +136,9 @@ static sym_status check_compatible(merge_run *run, sym_error *err)
 
 static void choose_vocabulary(merge_run *run)
 {
-    /* The output vocabulary is the longest source's; its tokenizer is copied. */
+    /* The output vocabulary is the longest source's; its tokenizer is copied.
+     * TODO: check that every source's tokenizer agrees piece for piece with the donor's on
+     * the ids it has; only the vocabulary sizes are compared now. */
     const sym_model *donor = run->anchor;
     uint64_t rows = sym_model_get_config(donor)->vocab_size;
     run->tied = true;
@@ -440,6 +442,15 @@ static sym_status take_lock(merge_run *run, sym_error *err)
         return sym_error_set(err, errno == EWOULDBLOCK ? SYM_ERR_BUSY : SYM_ERR_IO,
                              "%s: another merge is writing %s (lock held); wait for it to "
                              "finish", run->lock_path, run->opts->output);
+
+    /* A merge that finishes deletes the lock file, so a lock taken on the file it just
+     * deleted protects nothing: the path must still name the locked file. */
+    struct stat locked, current;
+    if (fstat(run->lock_fd, &locked) != 0 || stat(run->lock_path, &current) != 0 ||
+        locked.st_ino != current.st_ino || locked.st_dev != current.st_dev)
+        return sym_error_set(err, SYM_ERR_BUSY,
+                             "%s: another merge of %s finished while this one started; run "
+                             "the command again", run->lock_path, run->opts->output);
     return SYM_OK;
 }
 
@@ -832,19 +843,20 @@ static sym_status write_metadata(merge_run *run, sym_error *err)
     return s;
 }
 
-/* Renames OUTPUT.partial to OUTPUT (replacing an old OUTPUT only with --force), then
- * deletes the journal. */
+/* Renames OUTPUT.partial to OUTPUT (an old OUTPUT, which --force allowed, is moved to
+ * OUTPUT.symphony-old first and deleted last), then deletes the journal. */
 static sym_status publish(merge_run *run, sym_error *err)
 {
     const char *output = run->opts->output;
     char old[PATH_MAX];
-    snprintf(old, sizeof old, "%s.old", output);
-    bool replaced = false;
+    snprintf(old, sizeof old, "%s.symphony-old", output);
     if (is_directory(output)) {
+        sym_status s = is_directory(old) ? remove_flat_dir(old, err) : SYM_OK;
+        if (s != SYM_OK)
+            return s;
         if (rename(output, old) != 0)
             return sym_error_set(err, SYM_ERR_IO, "%s: cannot move aside to %s: %s", output,
                                  old, strerror(errno));
-        replaced = true;
     }
     sym_kill_point();
     if (rename(run->partial, output) != 0)
@@ -857,7 +869,8 @@ static sym_status publish(merge_run *run, sym_error *err)
     join_path(journal, sizeof journal, output, SYM_JOURNAL_NAME);
     if (s == SYM_OK && unlink(journal) != 0 && errno != ENOENT)
         s = sym_error_set(err, SYM_ERR_IO, "%s: cannot delete: %s", journal, strerror(errno));
-    if (s == SYM_OK && replaced)
+    /* Also a leftover of a run killed between the two renames. */
+    if (s == SYM_OK && is_directory(old))
         s = remove_flat_dir(old, err);
     return s;
 }

@@ -86,7 +86,7 @@ printf 'dtype: float32\ngate_mode: random\nexperts:\n  - source_model: legal\n  
 expect 0 "already complete" "$tmp/ok.yml" "$tmp/out"
 expect 1 "already exists.*--force" --seed 5 "$tmp/ok.yml" "$tmp/out"
 "$BIN" merge -q --force --seed 5 "$tmp/ok.yml" "$tmp/out" || { echo "--force failed"; fail=1; }
-[ -e "$tmp/out.old" ] && { echo "--force left out.old"; fail=1; }
+[ -e "$tmp/out.symphony-old" ] && { echo "--force left the old output"; fail=1; }
 
 # Refused resumes, then --restart.
 SYMPHONY_TEST_KILL_AT=30 "$BIN" merge -q "$tmp/ok.yml" "$tmp/res" 2>/dev/null
