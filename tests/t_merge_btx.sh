@@ -1,7 +1,7 @@
 #!/bin/sh
 # A BTX-like merge of the four real experts (linear attention, everything averaged, zero
-# routers, 4 experts per token) equals the moe-btx baseline tensor for tensor, and the
-# reference oracle loads it and scores the baseline's perplexities.
+# routers, 4 experts per token) equals the moe-btx baseline tensor for tensor. The
+# reference oracle and symphony-stream eval both score the baseline's perplexities on it.
 set -u
 F=${SYMPHONY_SHARED:-}/fixtures/real
 if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
@@ -61,4 +61,17 @@ for d, v in zip(domains, values):
     print("%-8s merge %.3f  moe-btx %.3f  %s" % (d, v, want, "ok" if ok else "DIFFERENT"))
 sys.exit(1 if bad or len(domains) != 4 else 0)
 PY
+
+# symphony-stream's own eval scores the merge like the oracle scores moe-btx.
+for d in code docs legal stories; do
+    "$SYMPHONY_BIN" eval --json "$tmp/out" --ids "$F/text/$d/eval.ids" >"$tmp/eval-$d.json" \
+        2>/dev/null || { echo "eval failed on $d"; fail=1; continue; }
+    "$PY" - "$tmp/eval-$d.json" "$F/reference/ppl.json" "$d" <<'PY' || fail=1
+import json, sys
+got = json.load(open(sys.argv[1]))["ppl"]
+want = json.load(open(sys.argv[2]))["results"]["moe-btx"][sys.argv[3]]["ppl"]
+print("eval %-8s %.3f  moe-btx %.3f" % (sys.argv[3], got, want))
+sys.exit(0 if abs(got - want) <= 1e-3 * want else 1)
+PY
+done
 exit $fail
