@@ -118,6 +118,35 @@ if command -v flock >/dev/null 2>&1; then
     wait
 fi
 
+# config.json of the output: a Llama config without rope_theta gets 10000.0 written,
+# auto_map is dropped and unknown keys pass through.
+"$PY" - "$tmp/legal/config.json" "$tmp/legal-cfg" <<'PY'
+import json, os, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+shutil.copytree(os.path.dirname(src), dst)
+cfg = json.load(open(src))
+del cfg["rope_theta"]
+cfg["auto_map"] = {"AutoModel": "custom.Model"}
+cfg["my_custom_key"] = [1, 2]
+json.dump(cfg, open(os.path.join(dst, "config.json"), "w"))
+PY
+config "$tmp/cfg.yml"
+sed -i "s|$F/legal|$tmp/legal-cfg|" "$tmp/cfg.yml"
+"$BIN" merge -q "$tmp/cfg.yml" "$tmp/cfg" || { echo "merge without rope_theta failed"; fail=1; }
+"$PY" - "$tmp/cfg/config.json" <<'PY' || { echo "output config.json is wrong"; fail=1; }
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+assert cfg["rope_theta"] == 10000.0, cfg.get("rope_theta")
+assert "auto_map" not in cfg
+assert cfg["my_custom_key"] == [1, 2]
+assert cfg["model_type"] == "mixtral" and cfg["architectures"] == ["MixtralForCausalLM"]
+assert cfg["num_local_experts"] == 2 and cfg["num_experts_per_tok"] == 2
+for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps",
+            "vocab_size", "tie_word_embeddings", "sliding_window", "rope_scaling"):
+    assert key in cfg, key
+PY
+
 # Non-finite values and float16 overflow are errors naming the tensor.
 "$PY" - "$tmp/legal" <<'PY'
 import os, sys

@@ -61,6 +61,13 @@ sed -i 's/"total_size": [0-9]*/"total_size": 12/' "$tmp/total/model.safetensors.
 [ $? -eq 1 ] || { echo "wrong total_size: verify passed"; fail=1; }
 grep -q "total_size is 12" "$tmp/total.txt" || { cat "$tmp/total.txt"; fail=1; }
 
+# config.json that disagrees with the tensors.
+cp -r "$tmp/out" "$tmp/config"
+sed -i 's/"num_local_experts": 4/"num_local_experts": 3/' "$tmp/config/config.json"
+"$SYMPHONY_BIN" verify "$tmp/config" >"$tmp/config.txt"
+[ $? -eq 1 ] || { echo "wrong num_local_experts: verify passed"; fail=1; }
+grep -q "config.json: config and tensors disagree" "$tmp/config.txt" || { cat "$tmp/config.txt"; fail=1; }
+
 "$SYMPHONY_BIN" verify "$tmp/missing" 2>/dev/null
 [ $? -eq 1 ] || { echo "missing directory: expected exit 1"; fail=1; }
 exit $fail
