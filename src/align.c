@@ -109,6 +109,8 @@ void sym_align_corr_add(float *corr, size_t d_ff, const float *za, const float *
     if (rows == 0)
         return;
     int n = (int)d_ff;
+    /* NOTE: blocks accumulate into corr in f32, so the rounding error grows with the
+     * number of blocks. Larger blocks keep it small for long calibration runs. */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, (int)rows, 1.0f, za, n, zb, n,
                 1.0f, corr, n);
 }

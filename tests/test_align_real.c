@@ -318,6 +318,53 @@ static void test_store_real_zscores(float *anchor, float *source)
     free(from_files);
 }
 
+/* Prints, per sketch size k, the fraction of permutation entries equal to the exact
+ * assignment's, for base against code-permuted and against legal, over all layers. */
+static void print_sketch_table(void)
+{
+    const size_t seq_per_domain = 16, n_seq = DOMAINS * seq_per_domain;
+    const size_t tokens = n_seq * SEQ_LEN;
+    const size_t ks[] = {8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+    const char *sources[2] = {"code-permuted", "legal"};
+    int32_t *ids = calibration_ids(seq_per_domain);
+    float *anchor[LAYERS], *source[LAYERS];
+    alloc_layers(anchor, tokens);
+    alloc_layers(source, tokens);
+    collect_activations("base", ids, n_seq, anchor);
+    printf("\n%zu calibration tokens, d_ff %d, %d layers, seeds 1 to 3\n", tokens, D_FF,
+           LAYERS);
+    printf("| source | k | agreement (mean) | agreement (worst layer and seed) |\n");
+    for (int s = 0; s < 2; s++) {
+        collect_activations(sources[s], ids, n_seq, source);
+        int32_t exact[LAYERS][D_FF], sketched[D_FF];
+        sym_align_options options;
+        sym_align_options_init(&options);
+        sym_error err;
+        for (int l = 0; l < LAYERS; l++)
+            CHECK(sym_align_layer(anchor[l], source[l], tokens, D_FF, &options, exact[l], NULL,
+                                  NULL, &err) == SYM_OK);
+        for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
+            double sum = 0, worst = 1;
+            for (uint64_t seed = 1; seed <= 3; seed++) {
+                options.sketch_rows = ks[i];
+                options.sketch_seed = seed;
+                for (int l = 0; l < LAYERS; l++) {
+                    CHECK(sym_align_layer(anchor[l], source[l], tokens, D_FF, &options,
+                                          sketched, NULL, NULL, &err) == SYM_OK);
+                    double agree = (double)count_equal(sketched, exact[l], D_FF) / D_FF;
+                    sum += agree;
+                    worst = agree < worst ? agree : worst;
+                }
+            }
+            printf("| %s | %zu | %.4f | %.4f |\n", sources[s], ks[i], sum / (3 * LAYERS),
+                   worst);
+        }
+    }
+    free_layers(anchor);
+    free_layers(source);
+    free(ids);
+}
+
 int main(void)
 {
     real = test_shared_real();
@@ -338,5 +385,8 @@ int main(void)
     }
     free_layers(base);
     free(ids);
+    const char *table = getenv("SYMPHONY_ALIGN_SKETCH_TABLE");
+    if (table != NULL && strcmp(table, "1") == 0)
+        print_sketch_table();
     return test_finish("test_align_real");
 }

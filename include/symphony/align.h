@@ -58,7 +58,7 @@ sym_status sym_act_stats_add(sym_act_stats *stats, const float *acts, size_t row
 /* Computes mean, std and the dead count from the sums. Needs at least one token. */
 sym_status sym_act_stats_finish(sym_act_stats *stats, sym_error *err);
 
-/* Writes the z-scores (x - mean) / std of acts [rows, d_ff] into z [rows, d_ff]; a dead
+/* Writes the z-scores (x - mean) / std of acts [rows, d_ff] into z [rows, d_ff]. A dead
  * neuron gets 0. acts and z may be the same buffer. */
 void sym_act_zscore(const sym_act_stats *stats, const float *acts, size_t rows, float *z);
 
@@ -77,7 +77,7 @@ sym_status sym_align_correlation(const float *a, const sym_act_stats *stats_a, c
                                  const sym_act_stats *stats_b, size_t block_tokens,
                                  float *corr, sym_error *err);
 
-/* Random projection of the token axis: rows k of Y = S Z, where S [k, T] has entries
+/* Random projection of the token axis: the k rows of Y = S Z, where S [k, T] has entries
  * +-1/sqrt(k) drawn from (seed, token, row) alone, so blocks may come in any sizes. */
 typedef struct sym_sketch {
     size_t k;
@@ -101,7 +101,7 @@ sym_status sym_sketch_add(sym_sketch *sketch, const float *z, size_t rows, sym_e
 sym_status sym_align_solve(const float *corr, size_t d_ff, int threads, int32_t *perm,
                            double *total, sym_error *err);
 
-/* Checks that perm [n] is a permutation of 0..n-1; names the first bad entry. */
+/* Checks that perm [n] is a permutation of 0..n-1. The error names the first bad entry. */
 sym_status sym_align_check_perm(const int32_t *perm, size_t n, sym_error *err);
 
 /* Permutes the rows of w [d_ff, hidden] in place (gate_proj, up_proj): new row i is old
