@@ -3,6 +3,7 @@
 #define SYMPHONY_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "symphony/status.h"
@@ -47,5 +48,20 @@ bool cli_parse_int(const char *text, long long min, long long max, long long *va
 bool cli_parse_double(const char *text, double *value);
 
 int cmd_inspect(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+
+/* Shared by eval and generate (cmd_eval.c). */
+struct sym_forward_options;
+uint64_t cli_default_memory_limit(void);
+/* Encodes a whole UTF-8 file as one string, without BOS, with the tokenizer.json of the
+ * model directory (the layout of the perplexity definition). */
+sym_status cli_encode_text_file(const char *model_dir, const char *path, int32_t **ids,
+                                size_t *n, sym_error *err);
+int cli_forward_option(const char *command, int opt, const char *arg,
+                       struct sym_forward_options *options);
+void cli_forward_progress(struct sym_forward_options *options);
+double cli_forward_progress_end(void);
 
 #endif

@@ -8,6 +8,9 @@
 
 static const cli_command commands[] = {
     {"inspect", "describe models and check that they can be merged", cmd_inspect},
+    {"tokenize", "encode text into token ids or decode ids into text", cmd_tokenize},
+    {"eval", "perplexity of a dense or MoE model, streamed layer by layer", cmd_eval},
+    {"generate", "generate tokens from a prompt (greedy or sampled)", cmd_generate},
 };
 
 static const size_t command_count = sizeof commands / sizeof commands[0];
