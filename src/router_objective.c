@@ -35,7 +35,7 @@ static void *run_part_job(void *arg)
 }
 
 /* Runs task for every part, part 0 on the calling thread. A part whose thread cannot be
- * started runs on the calling thread afterwards; the results are the same either way,
+ * started runs on the calling thread afterwards. The results are the same either way,
  * because every part writes only its own buffers. */
 static void run_parts(unsigned parts, part_task task, void *context)
 {

@@ -131,9 +131,8 @@ static void check_case(sym_router_objective objective, sym_simd_variant variant,
                (double)grad[i], fd[i]);
 }
 
-/* Without the balance term's top-1 counts changing, the load-balancing term alone must
- * have the gradient alpha N f_e / B through the softmax; a large coefficient makes a
- * wrong sign or scale stand out against the cross-entropy. */
+/* A balance coefficient of 50 makes the load-balancing term dominate the cross-entropy,
+ * so a wrong sign or scale in its gradient stands out. */
 static void check_balance_dominates(void)
 {
     sym_router_config c;
