@@ -126,3 +126,39 @@ sym_status sym_ids_load(const char *path, size_t vocab_size, int32_t **ids, size
     free(data);
     return status;
 }
+
+sym_status sym_text_load(const char *path, char **data, size_t *len, sym_error *err)
+{
+    FILE *file = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (file == NULL)
+        return sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
+                             "%s: cannot open text file: %s", path, strerror(errno));
+    size_t capacity = 1 << 16;
+    size_t length = 0;
+    char *buffer = malloc(capacity + 1);
+    while (buffer != NULL) {
+        length += fread(buffer + length, 1, capacity - length, file);
+        if (length < capacity || capacity >= SYM_TEXT_FILE_MAX)
+            break;
+        capacity *= 2;
+        char *grown = realloc(buffer, capacity + 1);
+        if (grown == NULL)
+            free(buffer);
+        buffer = grown;
+    }
+    bool failed = ferror(file) != 0;
+    if (file != stdin)
+        fclose(file);
+    if (buffer == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "%s: out of memory reading the text", path);
+    if (failed || length >= SYM_TEXT_FILE_MAX) {
+        free(buffer);
+        return sym_error_set(err, failed ? SYM_ERR_IO : SYM_ERR_LIMIT,
+                             "%s: %s", path, failed ? "read error"
+                                                    : "text file exceeds the limit of 1 GiB");
+    }
+    buffer[length] = '\0';
+    *data = buffer;
+    *len = length;
+    return SYM_OK;
+}

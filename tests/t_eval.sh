@@ -70,6 +70,12 @@ elif ! grep -q "needs .* MiB" "$tmp/err"; then
     echo "FAIL: --memory-limit message: $(cat "$tmp/err")"
     fail=1
 fi
+# --text encodes with the model's tokenizer and gives the same perplexity as the stored ids.
+for domain in stories code; do
+    a=$("$SYMPHONY_BIN" eval "$real/docs" --text "$real/text/$domain/eval.txt" -q | head -n 1)
+    b=$("$SYMPHONY_BIN" eval "$real/docs" --ids "$real/text/$domain/eval.ids" -q | head -n 1)
+    [ "$a" = "$b" ] || { echo "FAIL: --text and --ids differ on $domain: $a / $b"; fail=1; }
+done
 # Usage errors exit with 2.
 "$SYMPHONY_BIN" eval "$real/base" >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "FAIL: eval without --ids did not exit 2"; fail=1; }

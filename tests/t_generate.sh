@@ -30,4 +30,16 @@ b=$("$SYMPHONY_BIN" generate "$real/base" --prompt-ids "$prompt" -n 20 --tempera
 [ $? -eq 1 ] || { echo "FAIL: -n 600 did not fail with exit 1"; fail=1; }
 "$SYMPHONY_BIN" generate "$real/base" --prompt-ids "1 x" >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "FAIL: bad --prompt-ids did not exit 2"; fail=1; }
+
+# A text prompt goes through the model's tokenizer and the output is text: the known
+# greedy continuation of the reference.
+text=$("$SYMPHONY_BIN" generate "$real/base" --prompt "Once upon a time" -n 64 \
+    --temperature 0 -q)
+expected="Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high."
+case "$text" in
+    "$expected"*) ;;
+    *) echo "FAIL: --prompt text output: $text"; fail=1 ;;
+esac
+"$SYMPHONY_BIN" generate "$real/base" --prompt "x" --prompt-ids "1" >/dev/null 2>&1
+[ $? -eq 2 ] || { echo "FAIL: --prompt with --prompt-ids did not exit 2"; fail=1; }
 exit $fail

@@ -85,6 +85,13 @@ int32_t sym_tokenizer_piece_id(const sym_tokenizer *tok, const char *piece, size
 sym_status sym_ids_parse(const char *text, size_t len, size_t vocab_size, const char *name,
                          int32_t **ids, size_t *count, sym_error *err);
 
+/* Largest text file read for encoding (calibration or evaluation text), in bytes. */
+#define SYM_TEXT_FILE_MAX ((size_t)1 << 30)
+
+/* Reads a whole text file ("-" is standard input) into a malloc'ed, NUL-terminated buffer
+ * of *len bytes. Files of SYM_TEXT_FILE_MAX bytes or more fail with SYM_ERR_LIMIT. */
+sym_status sym_text_load(const char *path, char **data, size_t *len, sym_error *err);
+
 /* Reads a file of token ids ("-" is standard input) as sym_ids_parse does. */
 sym_status sym_ids_load(const char *path, size_t vocab_size, int32_t **ids, size_t *count,
                         sym_error *err);

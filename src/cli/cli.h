@@ -57,7 +57,10 @@ int cmd_generate(int argc, char **argv);
 /* Shared by eval and generate (cmd_eval.c). */
 struct sym_forward_options;
 uint64_t cli_default_memory_limit(void);
-int cli_read_ids(const char *path, int32_t **ids, size_t *n);
+/* Encodes a whole UTF-8 file as one string, without BOS, with the tokenizer.json of the
+ * model directory (the layout of the perplexity definition). */
+sym_status cli_encode_text_file(const char *model_dir, const char *path, int32_t **ids,
+                                size_t *n, sym_error *err);
 int cli_forward_option(const char *command, int opt, const char *arg,
                        struct sym_forward_options *options);
 void cli_forward_progress(struct sym_forward_options *options);

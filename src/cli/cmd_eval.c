@@ -10,17 +10,20 @@
 
 #include "cli.h"
 #include "symphony/forward.h"
+#include "symphony/tokenizer.h"
 
 static void print_help(void)
 {
-    printf("usage: " CLI_NAME " eval MODEL_DIR --ids FILE [OPTIONS]\n"
+    printf("usage: " CLI_NAME " eval MODEL_DIR (--text FILE | --ids FILE) [OPTIONS]\n"
            "\n"
            "Compute the perplexity of a model on token ids, streaming one layer at a time.\n"
            "The ids are cut into consecutive chunks of --seq-len (a shorter tail is dropped);\n"
            "each chunk c is scored as input [BOS] + c[:-1] with targets c.\n"
            "\n"
            "Options:\n"
-           "      --ids FILE            whitespace-separated decimal token ids\n"
+           "      --text FILE           UTF-8 text, encoded with the model's tokenizer.json\n"
+           "                            as one string (dummy prefix once, no BOS)\n"
+           "      --ids FILE            whitespace-separated decimal token ids instead\n"
            "      --seq-len N           tokens per chunk (default 128)\n"
            "      --json                print one JSON object\n"
            "      --memory-limit SIZE   memory for weights, activations and caches, e.g. 12G\n"
@@ -46,46 +49,6 @@ uint64_t cli_default_memory_limit(void)
     if (f != NULL)
         fclose(f);
     return (uint64_t)kib * 1024 / 2;
-}
-
-int cli_read_ids(const char *path, int32_t **ids, size_t *n)
-{
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return cli_fail("cannot open ids file '%s': %s", path, strerror(errno));
-    size_t cap = 4096, count = 0;
-    int32_t *buf = malloc(cap * sizeof *buf);
-    char word[32];
-    int rc = CLI_EXIT_OK;
-    while (buf != NULL && fscanf(f, "%31s", word) == 1) {
-        long long v;
-        if (!cli_parse_int(word, 0, INT32_MAX, &v)) {
-            rc = cli_fail("ids file '%s': '%s' at position %zu is not a token id; expected "
-                          "whitespace-separated decimal ids", path, word, count);
-            break;
-        }
-        if (count == cap) {
-            int32_t *grown = realloc(buf, 2 * cap * sizeof *buf);
-            if (grown == NULL) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = grown;
-            cap *= 2;
-        }
-        buf[count++] = (int32_t)v;
-    }
-    fclose(f);
-    if (buf == NULL)
-        return cli_fail("out of memory reading '%s'", path);
-    if (rc != CLI_EXIT_OK) {
-        free(buf);
-        return rc;
-    }
-    *ids = buf;
-    *n = count;
-    return CLI_EXIT_OK;
 }
 
 static double now_seconds(void)
@@ -172,6 +135,7 @@ int cli_forward_option(const char *command, int opt, const char *arg,
 typedef struct eval_args {
     const char *model;
     const char *ids;
+    const char *text;
     bool json;
     sym_forward_options opt;
 } eval_args;
@@ -180,6 +144,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
 {
     static const struct option longopts[] = {
         {"ids", required_argument, NULL, 'i'},
+        {"text", required_argument, NULL, 'x'},
         {"seq-len", required_argument, NULL, 'L'},
         {"json", no_argument, NULL, 'j'},
         {"memory-limit", required_argument, NULL, 'M'},
@@ -200,6 +165,8 @@ static int parse_args(int argc, char **argv, eval_args *a)
             continue;
         if (c == 'i') {
             a->ids = optarg;
+        } else if (c == 'x') {
+            a->text = optarg;
         } else if (c == 'L') {
             if (!cli_parse_int(optarg, 2, 1 << 20, &v))
                 return cli_usage_error("eval", "invalid --seq-len '%s'; expected 2 or more",
@@ -216,8 +183,8 @@ static int parse_args(int argc, char **argv, eval_args *a)
     }
     if (optind + 1 != argc)
         return cli_usage_error("eval", "expected one MODEL_DIR, got %d", argc - optind);
-    if (a->ids == NULL)
-        return cli_usage_error("eval", "--ids FILE is required");
+    if ((a->ids == NULL) == (a->text == NULL))
+        return cli_usage_error("eval", "give exactly one of --text FILE and --ids FILE");
     a->model = argv[optind];
     return CLI_EXIT_OK;
 }
@@ -248,14 +215,19 @@ int cmd_eval(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc != CLI_EXIT_OK)
         return rc;
-    int32_t *ids;
-    size_t n;
-    if ((rc = cli_read_ids(a.ids, &ids, &n)) != CLI_EXIT_OK)
-        return rc;
     sym_error err;
     sym_model *model;
-    if (sym_model_open(&model, a.model, &err) != SYM_OK) {
-        free(ids);
+    if (sym_model_open(&model, a.model, &err) != SYM_OK)
+        return cli_fail_error(&err);
+    int32_t *ids;
+    size_t n;
+    sym_status loaded = a.text != NULL
+                            ? cli_encode_text_file(a.model, a.text, &ids, &n, &err)
+                            : sym_ids_load(a.ids,
+                                           (size_t)sym_model_get_config(model)->vocab_size,
+                                           &ids, &n, &err);
+    if (loaded != SYM_OK) {
+        sym_model_close(model);
         return cli_fail_error(&err);
     }
     cli_forward_progress(&a.opt);

@@ -6,16 +6,20 @@
 
 #include "cli.h"
 #include "symphony/forward.h"
+#include "symphony/tokenizer.h"
 
 static void print_help(void)
 {
-    printf("usage: " CLI_NAME " generate MODEL_DIR --prompt-ids \"1 403 ...\" [OPTIONS]\n"
+    printf("usage: " CLI_NAME " generate MODEL_DIR (--prompt TEXT | --prompt-ids IDS) "
+           "[OPTIONS]\n"
            "\n"
-           "Generate up to -n tokens after a prompt of token ids, with a KV cache, streaming\n"
-           "every layer once per step; stop early after the config's eos_token_id.\n"
-           "Prints the prompt and the new ids, separated by spaces.\n"
+           "Generate up to -n tokens after a prompt, with a KV cache, streaming every layer\n"
+           "once per step; stop early after the config's eos_token_id. With --prompt, the\n"
+           "text is encoded with the model's tokenizer.json (BOS first) and the prompt and\n"
+           "its continuation are printed as text; with --prompt-ids, as ids.\n"
            "\n"
            "Options:\n"
+           "      --prompt TEXT         prompt text\n"
            "      --prompt-ids IDS      whitespace-separated decimal ids, BOS included\n"
            "  -n, --max-tokens N        new tokens at most (default 64)\n"
            "      --temperature T       0 (default) picks the most likely token\n"
@@ -34,6 +38,7 @@ static void print_help(void)
 typedef struct generate_args {
     const char *model;
     const char *prompt_ids;
+    const char *prompt_text;
     sym_generate_options gen;
     sym_forward_options opt;
 } generate_args;
@@ -44,6 +49,9 @@ static int parse_generate_option(int c, const char *arg, generate_args *a)
     switch (c) {
     case 'p':
         a->prompt_ids = arg;
+        return CLI_EXIT_OK;
+    case 'x':
+        a->prompt_text = arg;
         return CLI_EXIT_OK;
     case 'n':
         if (!cli_parse_int(arg, 0, 1 << 20, &v))
@@ -72,6 +80,7 @@ static int parse_args(int argc, char **argv, generate_args *a)
 {
     static const struct option longopts[] = {
         {"prompt-ids", required_argument, NULL, 'p'},
+        {"prompt", required_argument, NULL, 'x'},
         {"max-tokens", required_argument, NULL, 'n'},
         {"temperature", required_argument, NULL, 't'},
         {"seed", required_argument, NULL, 's'},
@@ -93,8 +102,8 @@ static int parse_args(int argc, char **argv, generate_args *a)
     }
     if (optind + 1 != argc)
         return cli_usage_error("generate", "expected one MODEL_DIR, got %d", argc - optind);
-    if (a->prompt_ids == NULL)
-        return cli_usage_error("generate", "--prompt-ids is required");
+    if ((a->prompt_ids == NULL) == (a->prompt_text == NULL))
+        return cli_usage_error("generate", "give exactly one of --prompt and --prompt-ids");
     a->model = argv[optind];
     return CLI_EXIT_OK;
 }
@@ -123,9 +132,30 @@ static int parse_prompt(const char *text, int32_t *ids, size_t cap, size_t *n)
     return CLI_EXIT_OK;
 }
 
-static int run(const generate_args *a, sym_model *model, const int32_t *prompt, size_t n_prompt)
+/* Prints the prompt and its continuation as text, or as ids when tok is NULL. */
+static int print_output(const sym_tokenizer *tok, const int32_t *ids, size_t n)
 {
-    int32_t *out = malloc((a->gen.max_new_tokens + 1) * sizeof *out);
+    if (tok == NULL) {
+        for (size_t i = 0; i < n; i++)
+            printf("%s%d", i ? " " : "", ids[i]);
+        printf("\n");
+        return CLI_EXIT_OK;
+    }
+    char *text;
+    size_t len;
+    sym_error err;
+    if (sym_tokenizer_decode(tok, ids, n, true, &text, &len, &err) != SYM_OK)
+        return cli_fail_error(&err);
+    fwrite(text, 1, len, stdout);
+    printf("\n");
+    free(text);
+    return CLI_EXIT_OK;
+}
+
+static int run(const generate_args *a, sym_model *model, const sym_tokenizer *tok,
+               const int32_t *prompt, size_t n_prompt)
+{
+    int32_t *out = malloc((n_prompt + a->gen.max_new_tokens + 1) * sizeof *out);
     if (out == NULL)
         return cli_fail("out of memory");
     sym_forward_options opt = a->opt;
@@ -134,19 +164,19 @@ static int run(const generate_args *a, sym_model *model, const int32_t *prompt, 
     size_t n_out = 0;
     sym_error err;
     cli_forward_progress(&opt);
-    sym_status st = sym_generate(model, prompt, n_prompt, &gen, &opt, out, &n_out, &err);
+    sym_status st = sym_generate(model, prompt, n_prompt, &gen, &opt, out + n_prompt, &n_out,
+                                 &err);
     double seconds = cli_forward_progress_end();
     if (st != SYM_OK) {
         free(out);
         return cli_fail_error(&err);
     }
-    for (size_t i = 0; i < n_prompt + n_out; i++)
-        printf("%s%d", i ? " " : "", i < n_prompt ? prompt[i] : out[i - n_prompt]);
-    printf("\n");
-    if (cli_verbosity >= 2)
+    memcpy(out, prompt, n_prompt * sizeof *out);
+    int rc = print_output(tok, out, n_prompt + n_out);
+    if (rc == CLI_EXIT_OK && cli_verbosity >= 2)
         fprintf(stderr, "%zu new tokens in %.2f s\n", n_out, seconds);
     free(out);
-    return CLI_EXIT_OK;
+    return rc;
 }
 
 int cmd_generate(int argc, char **argv)
@@ -158,15 +188,27 @@ int cmd_generate(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc != CLI_EXIT_OK)
         return rc;
-    int32_t prompt[4096];
-    size_t n_prompt;
-    if ((rc = parse_prompt(a.prompt_ids, prompt, 4096, &n_prompt)) != CLI_EXIT_OK)
-        return rc;
     sym_model *model;
     sym_error err;
     if (sym_model_open(&model, a.model, &err) != SYM_OK)
         return cli_fail_error(&err);
-    rc = run(&a, model, prompt, n_prompt);
+    int32_t *prompt = NULL;
+    size_t n_prompt = 0;
+    sym_tokenizer *tok = NULL;
+    if (a.prompt_text != NULL) {
+        if (sym_tokenizer_load(a.model, &tok, &err) != SYM_OK ||
+            sym_tokenizer_encode(tok, a.prompt_text, strlen(a.prompt_text),
+                                 SYM_TOKENIZE_ADD_BOS, &prompt, &n_prompt, &err) != SYM_OK)
+            rc = cli_fail_error(&err);
+    } else {
+        prompt = malloc(4096 * sizeof *prompt);
+        rc = prompt != NULL ? parse_prompt(a.prompt_ids, prompt, 4096, &n_prompt)
+                            : cli_fail("out of memory");
+    }
+    if (rc == CLI_EXIT_OK)
+        rc = run(&a, model, tok, prompt, n_prompt);
+    free(prompt);
+    sym_tokenizer_free(tok);
     sym_model_close(model);
     return rc;
 }

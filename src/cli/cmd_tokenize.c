@@ -8,7 +8,6 @@
 #include "symphony/tokenizer.h"
 
 /* Largest text file encoded, in bytes. */
-#define TEXT_FILE_MAX ((size_t)1 << 30)
 
 typedef struct tokenize_options {
     const char *model;
@@ -89,55 +88,21 @@ static int print_ids(const int32_t *ids, size_t count)
     return CLI_EXIT_OK;
 }
 
-static int read_text(const char *path, char **data, size_t *len)
-{
-    FILE *file = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (file == NULL)
-        return cli_fail("tokenize: cannot open text file '%s'; check the path", path);
-    size_t capacity = 1 << 16;
-    size_t length = 0;
-    char *buffer = malloc(capacity);
-    while (buffer != NULL) {
-        length += fread(buffer + length, 1, capacity - length, file);
-        if (length < capacity || capacity >= TEXT_FILE_MAX)
-            break;
-        capacity *= 2;
-        char *grown = realloc(buffer, capacity);
-        if (grown == NULL)
-            free(buffer);
-        buffer = grown;
-    }
-    bool failed = ferror(file) != 0;
-    if (file != stdin)
-        fclose(file);
-    if (buffer == NULL)
-        return cli_fail("tokenize: out of memory reading '%s'", path);
-    if (failed || length >= TEXT_FILE_MAX) {
-        free(buffer);
-        return cli_fail("tokenize: cannot read '%s' (read error, or larger than %zu bytes)",
-                        path, TEXT_FILE_MAX - 1);
-    }
-    *data = buffer;
-    *len = length;
-    return CLI_EXIT_OK;
-}
-
 static int run_encode(const sym_tokenizer *tok, const tokenize_options *options)
 {
     char *text = NULL;
     size_t len = 0;
-    int rc = read_text(options->text_path, &text, &len);
-    if (rc != CLI_EXIT_OK)
-        return rc;
     sym_error err;
     sym_error_clear(&err);
+    if (sym_text_load(options->text_path, &text, &len, &err) != SYM_OK)
+        return cli_fail_error(&err);
     int32_t *ids;
     size_t count;
     sym_status status = sym_tokenizer_encode(tok, text, len, options->flags, &ids, &count, &err);
     free(text);
     if (status != SYM_OK)
         return cli_fail_error(&err);
-    rc = print_ids(ids, count);
+    int rc = print_ids(ids, count);
     free(ids);
     return rc;
 }

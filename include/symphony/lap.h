@@ -1,0 +1,48 @@
+/* Exact linear assignment on a dense square matrix.
+ *
+ * The merge aligns FFN neurons of two models by solving one assignment problem per layer on
+ * a d_ff x d_ff correlation matrix. sym_lap_solve finds a permutation that maximises (or
+ * minimises) the summed weight, exactly up to f64 rounding of the dual variables.
+ *
+ * Memory: the solver reads the caller's matrix in place and never copies it. Work space is
+ * O(n) doubles and integers per call (about 40 bytes per row plus 64 KiB per thread).
+ */
+#ifndef SYMPHONY_LAP_H
+#define SYMPHONY_LAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "symphony/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sym_lap_sense {
+    SYM_LAP_MINIMIZE = 0,
+    SYM_LAP_MAXIMIZE = 1
+} sym_lap_sense;
+
+/* Largest n accepted; row and column indices are stored as int32_t. */
+#define SYM_LAP_MAX_N ((size_t)INT32_MAX)
+
+/* Solves the assignment problem on cost, an n x n row-major f32 matrix.
+ *
+ * On success row_to_col[i] is the column assigned to row i (a permutation of 0..n-1) and
+ * *total (when total is not NULL) is the sum of cost[i][row_to_col[i]] in f64. threads is
+ * the number of threads to use, 0 meaning one per online CPU; small problems run on one
+ * thread whatever the request. n = 0 succeeds with total 0.
+ *
+ * Fails with SYM_ERR_NONFINITE, naming the first row and column, when cost holds a NaN or
+ * an infinity, SYM_ERR_INVALID for a NULL pointer, an unknown sense or a negative thread
+ * count, SYM_ERR_LIMIT when n exceeds SYM_LAP_MAX_N, and SYM_ERR_NOMEM when the work space
+ * cannot be allocated. row_to_col is unspecified after a failure. */
+sym_status sym_lap_solve(const float *cost, size_t n, sym_lap_sense sense, int threads,
+                         int32_t *row_to_col, double *total, sym_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
