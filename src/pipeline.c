@@ -654,9 +654,11 @@ static sym_status compute_layer(sym_pipeline *p, int l, json_t *report, sym_erro
     if (s == SYM_OK)
         s = merged_layer_pass(p, l, report, err);
     double t0 = now_s();
+    sym_kill_point();
     if (s == SYM_OK)
         s = cache_io(p, l + 1, true, err);
     p->seconds[STAGE_CACHE] += now_s() - t0;
+    sym_kill_point();
     if (s == SYM_OK)
         p->state_layer = l + 1;
     char name[64];
