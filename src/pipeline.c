@@ -385,6 +385,7 @@ static sym_status embed_all(sym_pipeline *p, sym_error *err)
     return s;
 }
 
+/* TODO: the cache is always f32; a bf16 option (sym_hcache_dtype) is not wired to the config. */
 static sym_status cache_io(sym_pipeline *p, int l, bool write, sym_error *err)
 {
     char path[4096];
@@ -509,7 +510,8 @@ static sym_status expert_outputs(void *context, const uint32_t *tokens, size_t c
 }
 
 /* Initial rows for gate_mode hidden: the L2-normalised mean router input of each domain's
- * calibration tokens (mergekit averages the base model's hidden states of the prompts). */
+ * calibration tokens.
+ * TODO: mergekit computes these rows from positive_prompts on the base model instead. */
 static void hidden_gate_rows(const float *x, const uint32_t *labels, size_t tokens,
                              size_t experts, size_t d, float *rows)
 {
