@@ -55,14 +55,21 @@ typedef struct merge_run {
 
 static sym_status check_supported(const sym_merge_config *cfg, sym_error *err)
 {
+    uint64_t least = (uint64_t)cfg->sequence_length * cfg->n_experts;
+    if (cfg->calibration_tokens > 0 && (uint64_t)cfg->calibration_tokens < least)
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "%s: calibration_tokens %lld: calibration needs at least one "
+                             "sequence of %lld tokens per expert, %llu in all; raise it",
+                             cfg->path, (long long)cfg->calibration_tokens,
+                             (long long)cfg->sequence_length, (unsigned long long)least);
     if (cfg->calibration_tokens > 0)
         return SYM_OK;
     if (cfg->router.init == SYM_ROUTER_INIT_GATE_MODE &&
         cfg->gate_mode != SYM_GATE_RANDOM && cfg->gate_mode != SYM_GATE_UNIFORM_RANDOM)
         return sym_error_set(err, SYM_ERR_UNSUPPORTED,
-                             "%s: gate_mode '%s' is not supported yet; without "
-                             "calibration; use random, uniform_random, "
-                             "symphony.router.init: zero, or set calibration_tokens",
+                             "%s: gate_mode '%s' is not supported without calibration "
+                             "(calibration_tokens 0); set calibration_tokens, or use random, "
+                             "uniform_random or symphony.router.init: zero",
                              cfg->path, sym_gate_mode_name(cfg->gate_mode));
     return SYM_OK;
 }

@@ -73,10 +73,10 @@ static sym_status add_domain(sym_calib *c, size_t domain, const id_list *list, s
     c->short_domain[domain] = have < want;
     c->per_domain[domain] = take * c->seq_len;
     size_t n = c->n_seq + take;
-    int32_t *ids = realloc(c->ids, n * c->seq_len * sizeof *ids);
+    int32_t *ids = realloc(c->ids, n * c->seq_len * sizeof *ids + 1);
     if (ids != NULL)
         c->ids = ids;
-    uint32_t *labels = realloc(c->seq_label, n * sizeof *labels);
+    uint32_t *labels = realloc(c->seq_label, n * sizeof *labels + 1);
     if (labels != NULL)
         c->seq_label = labels;
     if (ids == NULL || labels == NULL)
