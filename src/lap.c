@@ -124,7 +124,7 @@ static sym_status check_arguments(const float *cost, size_t n, sym_lap_sense sen
     if (threads < 0)
         return sym_error_set(err, SYM_ERR_INVALID, "assignment: thread count %d is "
                              "negative; use 0 for one per CPU", threads);
-    if (n > SYM_LAP_MAX_N || n > SIZE_MAX / sizeof(float) / n)
+    if (n > SYM_LAP_MAX_N || (n > 0 && n > SIZE_MAX / sizeof(float) / n))
         return sym_error_set(err, SYM_ERR_LIMIT, "assignment: n = %zu exceeds the "
                              "maximum %zu", n, (size_t)SYM_LAP_MAX_N);
     return SYM_OK;
