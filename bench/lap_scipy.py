@@ -6,7 +6,8 @@
 KIND is one of
     uniform        independent U(0, 1) entries
     planted-clear  correlation matrix A^T B / tokens of z-scored activations, where
-                   B = A[:, perm] + noise with noise std 0.3 (the true column stands out)
+                   B = A[:, perm] + noise with noise std 0.3, so that each true pair has
+                   by far the largest correlation of its row
     planted-noisy  the same with noise std 20 (true pairs correlate at about 0.05, about
                    twice the standard deviation of a chance correlation over 2048 tokens)
 solve prints "seconds=S total=T": the time of linear_sum_assignment alone and the total.
@@ -49,7 +50,7 @@ def solve(path, n, sense):
 
     cost = np.fromfile(path, dtype=np.float32)
     if cost.size != n * n:
-        raise SystemExit(f"lap_scipy.py: '{path}' holds {cost.size} floats, "
+        raise SystemExit(f"lap_scipy.py: '{path}' contains {cost.size} floats, "
                          f"expected {n * n}")
     cost = cost.reshape(n, n)
     start = time.perf_counter()

@@ -5,17 +5,16 @@
  * reduction transfer, two rounds of augmenting row reduction (ARR), then one Dijkstra search
  * per row that is still free. Column duals v are f64; row duals are implicit
  * (u[i] = c[i][x[i]] - v[x[i]]). Every phase keeps the JV invariant that an assigned row's
- * column attains the minimum of c[i][j] - v[j] over its row, so the search only ever sees
- * non-negative reduced costs, up to rounding.
+ * column attains the minimum of c[i][j] - v[j] over its row, so every reduced cost that
+ * the search uses is non-negative, up to rounding.
  *
  * Why JV and not auction: auction with epsilon scaling is exact only when the final epsilon
  * is below (smallest gap between distinct assignment totals) / n, which has no useful bound
- * for f32 data. JV is exact in f64, and its initialisation assigns most rows cheaply: on
- * 13824 x 13824 matrices (bench/b_lap.sh, 2 cores) column reduction and reduction transfer
- * leave about 37% of the rows free, ARR brings that to 1-3% with 8n row reads, and the
- * searches do the rest. Total row reads were about 0.5 million (uniform) and 0.95 million
- * (noisy planted permutation); scipy's solver, with no initialisation phases, takes 3.6 to
- * 17 times longer on the same matrices (docs/BENCHMARKS.md).
+ * for f32 data. JV is exact in f64, and its initialisation assigns most rows cheaply. On
+ * the 13824 x 13824 benchmark matrices (bench/b_lap.sh), column reduction and reduction
+ * transfer left about 37% of the rows free, and ARR brought that to 1-3% with 8n row
+ * reads. The searches then read about 0.38 million rows (uniform matrix) or 0.84 million
+ * (noisy planted permutation). Times against scipy are in docs/BENCHMARKS.md.
  *
  * Layout. The matrix is never copied or transposed: maximisation multiplies each element by
  * -1 as it is read, column reduction walks rows and keeps running column minima, and every
@@ -28,7 +27,7 @@
  * on the calling thread: splitting each row across two threads was measured at n = 13824
  * and was no faster (one row is about 8 us of memory traffic, close to the cost of handing
  * half of it to another core), and it was several times slower whenever the second core
- * was busy. The team is therefore stopped before ARR so that it holds no core.
+ * was busy. The team is therefore stopped before ARR, so that no idle worker spins.
  */
 #include "symphony/lap.h"
 
@@ -39,14 +38,14 @@
 
 #include "lap_internal.h"
 
-/* Columns per chunk. Column reduction hands chunks to the thread team; the row operations
- * keep one minimum per chunk so that finding the column of the minimum skips most of d. */
+/* Columns per chunk. Column reduction hands chunks to the thread team. A search keeps one
+ * minimum per chunk, so finding the column of the minimum skips most of d. */
 #define LAP_CHUNK_COLUMNS 1024
 /* Rows per chunk of reduction transfer. */
 #define LAP_CHUNK_ROWS 64
 /* Upper bound on the rows scanned by augmenting row reduction, in units of n. The phase
- * only speeds up the search that follows, so stopping it early is always safe, and the
- * bound keeps rounding-level decrements of v from chaining for a long time. */
+ * only speeds up the searches that follow, so stopping it early is safe. Of the bounds
+ * tried on the benchmark matrices (2n to 64n, at n = 4096 and 13824), 8n was the fastest. */
 #define LAP_ARR_SCAN_LIMIT 8
 #define LAP_MAX_THREADS 64
 
@@ -329,10 +328,10 @@ static void reduction_transfer(lap_solver *s)
 
 /* ---- phase 3: augmenting row reduction ---- */
 
-/* One JV round over the free rows: each takes its best column, pushing out the owner. When
- * the best is strictly better than the second best, v drops so that both tie and the
- * evicted row is handled at once; otherwise the row takes the second best and the evicted
- * row waits for the next round. Returns nonzero when the scan budget ran out. */
+/* Runs one JV round over the free rows: each takes its best column and evicts the owner.
+ * When the best is strictly better than the second best, v of the best drops until both
+ * tie, and the evicted row is handled next. Otherwise the row takes the second best and the
+ * evicted row waits for the next round. Returns nonzero when the scan budget ran out. */
 static int augmenting_row_reduction(lap_solver *s, size_t *scans_left)
 {
     size_t k = 0, pending = s->free_count;
@@ -417,9 +416,9 @@ static double finish_column(lap_solver *s, size_t done_count, int32_t j, double 
     return offset;
 }
 
-/* Dijkstra from free row `start` over reduced costs until a free column is the closest
- * unfinished column (free columns win ties); then lowers v of the finished columns by
- * their distance short of the path length and flips the path. */
+/* Runs Dijkstra from free row `start` over reduced costs until a free column is the
+ * closest unfinished column, with free columns winning ties. Then lowers v of each finished
+ * column by its distance short of the path length, and flips the path. */
 static void augment_row(lap_solver *s, int32_t start)
 {
     size_t done_count = 0;

@@ -66,12 +66,10 @@ const lap_kernels *lap_kernels_best(void);
 /* Merges two top-2 results of disjoint ranges into *acc. */
 void lap_top2_merge(lap_top2 *acc, const lap_top2 *other);
 
-
 /* A fixed set of threads that share the chunks of one task at a time. The caller's thread
  * takes chunks too, so a team of one thread starts nothing. Chunks are claimed one by one,
- * so a worker that the OS has descheduled delays a task by at most the chunk it holds; the
- * caller takes over the rest. Idle workers spin and then yield, because tasks are
- * microseconds apart during a solve. */
+ * so a worker that the OS has descheduled delays a task by at most the chunk it claimed; the
+ * caller takes over the rest. Idle workers poll for a while and then yield their core. */
 typedef void (*lap_chunk_fn)(void *ctx, size_t chunk);
 
 #define LAP_TEAM_MAX_CHUNKS 0xffffu

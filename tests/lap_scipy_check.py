@@ -14,7 +14,7 @@ from scipy.optimize import linear_sum_assignment
 def solve(path, n, sense):
     cost = np.fromfile(path, dtype=np.float32)
     if cost.size != n * n:
-        raise SystemExit(f"lap_scipy_check.py: '{path}' holds {cost.size} floats, "
+        raise SystemExit(f"lap_scipy_check.py: '{path}' contains {cost.size} floats, "
                          f"expected {n * n}")
     cost = cost.reshape(n, n)
     rows, cols = linear_sum_assignment(cost, maximize=(sense == "max"))

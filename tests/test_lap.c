@@ -59,8 +59,8 @@ static void fill(float *a, size_t n, enum matrix_kind kind)
         default: break;
         }
     }
-    /* Row i's planted column (i * 7 + 3) mod n is a permutation when n is not a multiple
-     * of 7, and stands out by 1 against noise of range 0.5. */
+    /* Row i's planted column (i * 7 + 3) mod n forms a permutation when n is not a
+     * multiple of 7. Its entry gets 1 on top of noise in [0, 0.5). */
     if (kind == KIND_PLANTED && n % 7 != 0) {
         for (size_t i = 0; i < n; i++)
             a[i * n + (i * 7 + 3) % n] += 1.0f;
