@@ -49,8 +49,9 @@ typedef struct lap_kernels {
     int (*colmin)(const lap_colmin_args *args, size_t lo, size_t hi);
     void (*top2)(const float *row, const double *v, double sign, size_t lo, size_t hi,
                  lap_top2 *out);
-    /* Returns the smallest d[j] of the columns lo..hi-1 after the update. */
-    double (*scan)(const lap_scan_args *args, size_t lo, size_t hi);
+    /* Returns the smallest d[j] of the columns lo..hi-1 after the update, and stores the
+     * smallest sign * row[j] - v[j] - offset before it in *min_h. */
+    double (*scan)(const lap_scan_args *args, size_t lo, size_t hi, double *min_h);
     /* Returns the first j in lo..hi-1 with d[j] == value, or -1. */
     int64_t (*find)(const double *d, size_t lo, size_t hi, double value);
 } lap_kernels;

@@ -97,9 +97,9 @@ static void top2_scalar(const float *row, const double *v, double sign, size_t l
     *out = t;
 }
 
-static double scan_scalar(const lap_scan_args *args, size_t lo, size_t hi)
+static double scan_scalar(const lap_scan_args *args, size_t lo, size_t hi, double *min_h)
 {
-    double best = HUGE_VAL;
+    double best = HUGE_VAL, lowest = HUGE_VAL;
     double *d = args->d;
 
     for (size_t j = lo; j < hi; j++) {
@@ -109,7 +109,9 @@ static double scan_scalar(const lap_scan_args *args, size_t lo, size_t hi)
             args->pred[j] = args->row_index;
         }
         best = d[j] < best ? d[j] : best;
+        lowest = h < lowest ? h : lowest;
     }
+    *min_h = lowest;
     return best;
 }
 
@@ -264,14 +266,14 @@ AVX2 static double hmin_avx2(__m256d x)
     return m;
 }
 
-AVX2 static double scan_avx2(const lap_scan_args *args, size_t lo, size_t hi)
+AVX2 static double scan_avx2(const lap_scan_args *args, size_t lo, size_t hi, double *min_h)
 {
     const __m256d sign = _mm256_set1_pd(args->sign);
     const __m256d offset = _mm256_set1_pd(args->offset);
     const __m256d all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
     const __m256i pick = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
     const __m128i row_id = _mm_set1_epi32(args->row_index);
-    __m256d best = _mm256_set1_pd(HUGE_VAL);
+    __m256d best = _mm256_set1_pd(HUGE_VAL), lowest = best;
     size_t vec_hi = lo + (hi - lo) / 4 * 4;
     double *d = args->d;
     int32_t *pred = args->pred;
@@ -281,6 +283,7 @@ AVX2 static double scan_avx2(const lap_scan_args *args, size_t lo, size_t hi)
         __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(args->row + j));
         __m256d h = _mm256_sub_pd(_mm256_mul_pd(a, sign), _mm256_loadu_pd(args->v + j));
         h = _mm256_sub_pd(h, offset);
+        lowest = _mm256_min_pd(lowest, h);
         __m256d dj = _mm256_loadu_pd(d + j);
         __m256d drop = args->assign_all ? all : _mm256_cmp_pd(h, dj, _CMP_LT_OQ);
         dj = _mm256_blendv_pd(dj, h, drop);
@@ -293,9 +296,12 @@ AVX2 static double scan_avx2(const lap_scan_args *args, size_t lo, size_t hi)
         best = _mm256_min_pd(best, dj);
     }
     double m = hmin_avx2(best);
+    *min_h = hmin_avx2(lowest);
     if (vec_hi < hi) {
-        double tail = scan_scalar(args, vec_hi, hi);
+        double tail_h;
+        double tail = scan_scalar(args, vec_hi, hi, &tail_h);
         m = tail < m ? tail : m;
+        *min_h = tail_h < *min_h ? tail_h : *min_h;
     }
     return m;
 }
@@ -355,9 +361,11 @@ AVX512 static int colmin_avx512(const lap_colmin_args *args, size_t lo, size_t h
     return bad != 0 || tail_nonfinite != 0.0f;
 }
 
-/* Updates eight columns from j on and returns their d after the update. */
-AVX512 static __m512d scan8_avx512(const lap_scan_args *args, size_t j, __m512d sign,
-                                   __m512d offset, __m256i row_id, __mmask8 all)
+/* Updates eight columns from j on and lowers *best by their d after the update and
+ * *lowest by their h. */
+AVX512 static void scan8_avx512(const lap_scan_args *args, size_t j, __m512d sign,
+                                __m512d offset, __m256i row_id, __mmask8 all, __m512d *best,
+                                __m512d *lowest)
 {
     __m512d a = _mm512_cvtps_pd(_mm256_loadu_ps(args->row + j));
     __m512d h = _mm512_sub_pd(_mm512_mul_pd(a, sign), _mm512_loadu_pd(args->v + j));
@@ -366,28 +374,34 @@ AVX512 static __m512d scan8_avx512(const lap_scan_args *args, size_t j, __m512d 
     __mmask8 drop = _mm512_cmp_pd_mask(h, dj, _CMP_LT_OQ) | all;
     _mm512_mask_storeu_pd(args->d + j, drop, h);
     _mm256_mask_storeu_epi32(args->pred + j, drop, row_id);
-    return _mm512_mask_blend_pd(drop, dj, h);
+    *best = _mm512_min_pd(*best, _mm512_mask_blend_pd(drop, dj, h));
+    *lowest = _mm512_min_pd(*lowest, h);
 }
 
-AVX512 static double scan_avx512(const lap_scan_args *args, size_t lo, size_t hi)
+AVX512 static double scan_avx512(const lap_scan_args *args, size_t lo, size_t hi,
+                                 double *min_h)
 {
     const __m512d sign = _mm512_set1_pd(args->sign);
     const __m512d offset = _mm512_set1_pd(args->offset);
     const __m256i row_id = _mm256_set1_epi32(args->row_index);
     const __mmask8 all = args->assign_all ? 0xff : 0;
-    __m512d best0 = _mm512_set1_pd(HUGE_VAL), best1 = best0;
+    __m512d best0 = _mm512_set1_pd(HUGE_VAL), best1 = best0, lowest0 = best0,
+            lowest1 = best0;
     size_t vec_hi = lo + (hi - lo) / 16 * 16;
 
     /* Two accumulators, so that consecutive minimum operations do not wait on each other. */
     for (size_t j = lo; j < vec_hi; j += 16) {
         _mm_prefetch((const char *)(args->row + j + PREFETCH_AHEAD), _MM_HINT_T0);
-        best0 = _mm512_min_pd(best0, scan8_avx512(args, j, sign, offset, row_id, all));
-        best1 = _mm512_min_pd(best1, scan8_avx512(args, j + 8, sign, offset, row_id, all));
+        scan8_avx512(args, j, sign, offset, row_id, all, &best0, &lowest0);
+        scan8_avx512(args, j + 8, sign, offset, row_id, all, &best1, &lowest1);
     }
     double m = _mm512_reduce_min_pd(_mm512_min_pd(best0, best1));
+    *min_h = _mm512_reduce_min_pd(_mm512_min_pd(lowest0, lowest1));
     if (vec_hi < hi) {
-        double tail = scan_scalar(args, vec_hi, hi);
+        double tail_h;
+        double tail = scan_scalar(args, vec_hi, hi, &tail_h);
         m = tail < m ? tail : m;
+        *min_h = tail_h < *min_h ? tail_h : *min_h;
     }
     return m;
 }

@@ -5,7 +5,8 @@
  * minimises) the summed weight, exactly up to f64 rounding of the dual variables.
  *
  * Memory: the solver reads the caller's matrix in place and never copies it. Work space is
- * O(n): about 60 bytes per row.
+ * about 60 bytes per row plus n^2 / 32 bytes of per-row bounds (6 MiB at n = 13824, under
+ * 1% of the matrix).
  */
 #ifndef SYMPHONY_LAP_H
 #define SYMPHONY_LAP_H
