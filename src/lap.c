@@ -20,9 +20,9 @@
  * -1 as it is read, column reduction walks rows and keeps running column minima, and every
  * other phase reads whole rows. A search scans rows densely: a finished column is skipped by
  * marks in v and d (see lap_scan_args) instead of a compacted list, so that the kernels
- * (lap_kernels.c) read each row contiguously with AVX-512 or AVX2. A scan skips the
- * 256-column chunks of a row whose lower bound on the reduced costs puts them beyond the
- * nearest free column (see chunk_is_out_of_reach); on the noisy 13824 matrix that skipped
+ * (lap_kernels.c) read each row contiguously with AVX-512 or AVX2. A scan skips each
+ * 256-column chunk of a row whose lower bound on the reduced costs puts it beyond the
+ * nearest free column (see chunk_is_out_of_reach). On the noisy 13824 matrix that skipped
  * about half of the chunks and cut the solve time by about a fifth.
  *
  * Threads. Column reduction and reduction transfer, which read the whole matrix once, are

@@ -39,9 +39,10 @@ typedef enum sym_lap_sense {
  * vector instructions, so the result is reproducible.
  *
  * Fails with SYM_ERR_NONFINITE, naming the first row and column, when cost contains a NaN
- * or an infinity, SYM_ERR_INVALID for a NULL pointer, an unknown sense or a negative thread
- * count, SYM_ERR_LIMIT when n exceeds SYM_LAP_MAX_N, and SYM_ERR_NOMEM when the work space
- * cannot be allocated. row_to_col is unspecified after a failure. */
+ * or an infinity. Fails with SYM_ERR_INVALID for a NULL pointer, an unknown sense or a
+ * negative thread count, with SYM_ERR_LIMIT when n exceeds SYM_LAP_MAX_N, and with
+ * SYM_ERR_NOMEM when the work space cannot be allocated. row_to_col is unspecified after a
+ * failure. */
 sym_status sym_lap_solve(const float *cost, size_t n, sym_lap_sense sense, int threads,
                          int32_t *row_to_col, double *total, sym_error *err);
 
