@@ -70,7 +70,8 @@ void lap_top2_merge(lap_top2 *acc, const lap_top2 *other);
 /* A fixed set of threads that share the chunks of one task at a time. The caller's thread
  * takes chunks too, so a team of one thread starts nothing. Chunks are claimed one by one.
  * A worker that the OS has descheduled therefore delays a task by at most the chunk it
- * claimed, because the caller takes over the rest. Idle workers poll for a while and then yield their core. */
+ * claimed, because the caller takes over the rest. Idle workers poll for a while and then
+ * yield their core. */
 typedef void (*lap_chunk_fn)(void *ctx, size_t chunk);
 
 #define LAP_TEAM_MAX_CHUNKS 0xffffu
