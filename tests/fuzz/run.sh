@@ -48,6 +48,14 @@ seed_dir() {
             for f in fixtures/bad/cases/*/model.safetensors.index.json; do
                 cp "$f" "$d/index$i.json"; i=$((i + 1))
             done ;;
+        fuzz_tokenizer)
+            for f in fixtures/bad/tokenizer/*.json ../shared/fixtures/real/base/tokenizer.json; do
+                [ -f "$f" ] && cp "$f" "$d/$(echo "$f" | tr / _)"
+            done ;;
+        fuzz_mergecfg)
+            for f in fixtures/configs/*.yml; do
+                [ -f "$f" ] && cp "$f" "$d/$(echo "$f" | tr / _)"
+            done ;;
         *)
             for f in tests/fuzz/seeds/"$name"/*; do [ -f "$f" ] && cp "$f" "$d/"; done ;;
     esac
