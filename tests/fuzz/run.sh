@@ -71,6 +71,6 @@ for src in tests/fuzz/fuzz_*.c; do
     mkdir -p "$out/corpus-$name"
     SYMPHONY_TOP="$top" "$out/$name" -max_total_time="$seconds" -print_final_stats=1 \
         -artifact_prefix="$out/crashes/$name-" "$out/corpus-$name" "$seeds" 2>&1 |
-        grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE|INFO: .*corpus|==[0-9]+==ERROR)" || true
+        grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+[[:space:]]+DONE|INFO: .*corpus|==[0-9]+==ERROR)" || true
 done
 ls "$out/crashes" | head
