@@ -70,6 +70,9 @@ static size_t parse_record(const uint8_t *data, size_t size, sym_journal_record 
     size_t body = RECORD_FIXED + name_len;
     if (XXH3_64bits(data, body) != get_u64(data + body))
         return 0;
+    /* Tensor names never contain NUL, and strndup would cut the name there. */
+    if (memchr(data + RECORD_FIXED, '\0', name_len) != NULL)
+        return 0;
     rec->name = strndup((const char *)data + RECORD_FIXED, name_len);
     if (rec->name == NULL)
         return 0;
