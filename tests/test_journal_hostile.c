@@ -88,7 +88,10 @@ static void check_fuzz_input(const char *dir)
     static uint8_t data[65536];
     size_t size = fread(data, 1, sizeof data, f);
     fclose(f);
-    CHECK(size > 41 && (data[0] & 1));
+    CHECKF(size > 41, "the fuzzer input has only %zu bytes", size);
+    CHECK(data[0] & 1);
+    if (size <= 41)
+        return;
     uint8_t *p = data + 1;
     size--;
     for (size_t pos = 0; size - pos >= 40;) {
