@@ -31,7 +31,7 @@ static const char *const symphony_keys[] = {"anchor", "calibration_tokens", "seq
                                             "attention", "weights", "rope", "router", "seed",
                                             NULL};
 static const char *const router_keys[] = {"init", "objective", "steps", "learning_rate",
-                                          "balance_weight", NULL};
+                                          "balance_weight", "batch_size", NULL};
 
 static bool in_list(const char *const *list, const char *key)
 {
@@ -338,6 +338,8 @@ static sym_status read_router(cfg_reader *r, yaml_node_t *node, sym_router_cfg *
             s = read_int(r, v, "symphony.router.steps", 0, 100000000, &router->steps);
         } else if (strcmp(key, "learning_rate") == 0) {
             s = read_double(r, v, "symphony.router.learning_rate", 0.0, &router->learning_rate);
+        } else if (strcmp(key, "batch_size") == 0) {
+            s = read_int(r, v, "symphony.router.batch_size", 1, 1 << 24, &router->batch_size);
         } else {
             s = read_double(r, v, "symphony.router.balance_weight", 0.0,
                             &router->balance_weight);
@@ -469,7 +471,8 @@ static void set_defaults(sym_merge_config *cfg)
     cfg->sequence_length = 128;
     cfg->attention = SYM_ATTENTION_SLERP;
     cfg->router.init = SYM_ROUTER_INIT_GATE_MODE;
-    cfg->router.objective = SYM_ROUTER_CLASSIFY;
+    cfg->router.objective = SYM_ROUTER_DISTILL;
+    cfg->router.batch_size = 512;
     cfg->router.steps = 200;
     cfg->router.learning_rate = 1e-3;
     cfg->router.balance_weight = 0.01;
