@@ -580,8 +580,8 @@ static sym_status open_shards(merge_run *run, sym_error *err)
     return SYM_OK;
 }
 
-static sym_status hash_range(int fd, uint64_t offset, uint64_t length, uint64_t *hash,
-                             sym_error *err)
+static sym_status hash_range(int fd, const char *name, uint64_t offset, uint64_t length,
+                             uint64_t *hash, sym_error *err)
 {
     XXH3_state_t *state = XXH3_createState();
     XXH3_64bits_reset(state);
@@ -593,8 +593,8 @@ static sym_status hash_range(int fd, uint64_t offset, uint64_t length, uint64_t 
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            s = sym_error_set(err, SYM_ERR_IO, "read failed at offset %llu: %s",
-                              (unsigned long long)(offset + done),
+            s = sym_error_set(err, SYM_ERR_IO, "tensor '%s': reading it back failed at "
+                              "offset %llu: %s", name, (unsigned long long)(offset + done),
                               n < 0 ? strerror(errno) : "unexpected end of file");
         else
             XXH3_64bits_update(state, buf, (size_t)n);
@@ -629,7 +629,7 @@ static sym_status resume_from_journal(merge_run *run, size_t *resumed, sym_error
         if (t->offset != records[r].offset || t->nbytes != records[r].length)
             continue;
         uint64_t hash;
-        s = hash_range(run->shard_fds[t->shard], t->offset, t->nbytes, &hash, err);
+        s = hash_range(run->shard_fds[t->shard], t->name, t->offset, t->nbytes, &hash, err);
         if (s == SYM_OK && hash == records[r].xxh3 && !run->done[i]) {
             run->done[i] = true;
             t->xxh3 = hash;
@@ -696,11 +696,13 @@ static sym_status output_write(void *context, const float *values, size_t count,
 
     /* Two writes, so a test kill point can stop a tensor half written. */
     uint64_t offset = t->offset + out->position;
-    s = pwrite_all(out->fd, out->bytes, size / 2, offset, t->name, err);
+    char label[512];
+    snprintf(label, sizeof label, "tensor '%s'", t->name);
+    s = pwrite_all(out->fd, out->bytes, size / 2, offset, label, err);
     sym_kill_point();
     if (s == SYM_OK)
         s = pwrite_all(out->fd, out->bytes + size / 2, size - size / 2, offset + size / 2,
-                       t->name, err);
+                       label, err);
     out->position += size;
     return s;
 }
@@ -779,6 +781,36 @@ static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
 }
 
 /* ---- finishing ---- */
+
+/* Rejects a source that was replaced, truncated or rewritten while the merge ran: its
+ * mapping may still show the old bytes, but the published output would then match no
+ * file on disk. */
+static sym_status check_sources_unchanged(merge_run *run, sym_error *err)
+{
+    json_t *stored = json_object_get(run->fingerprint, "sources");
+    const char *path;
+    json_t *files;
+    json_object_foreach(stored, path, files) {
+        const sym_model *m = NULL;
+        for (size_t i = 0; i < run->cfg->n_experts && m == NULL; i++)
+            if (strcmp(path, run->cfg->experts[i].source_model) == 0)
+                m = run->experts[i];
+        if (m == NULL)
+            m = run->base;
+        if (m == NULL)
+            continue;
+        json_t *now = model_fingerprint(m);
+        bool same = json_equal(now, files);
+        json_decref(now);
+        if (!same)
+            return sym_error_set(err, SYM_ERR_INVALID,
+                                 "%s: the source model changed while the merge was running "
+                                 "(size, modification time or header); nothing was published. "
+                                 "Restore it and rerun the command, or rerun with --restart",
+                                 path);
+    }
+    return SYM_OK;
+}
 
 static void card_append(char **text, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -1014,6 +1046,8 @@ static sym_status run_locked(merge_run *run, sym_merge_result *result, sym_error
         s = start_pipeline(run, err);
     if (s == SYM_OK)
         s = write_tensors(run, result->tensors_resumed, err);
+    if (s == SYM_OK)
+        s = check_sources_unchanged(run, err);
     if (s == SYM_OK)
         s = write_metadata(run, err);
     if (s == SYM_OK)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "model_internal.h"
@@ -492,6 +493,19 @@ static sym_status load_document(cfg_reader *r, FILE *f)
     return s;
 }
 
+static sym_status check_config_size(FILE *f, const char *path, sym_error *err)
+{
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0)
+        return sym_error_set(err, SYM_ERR_IO, "%s: stat failed: %s", path, strerror(errno));
+    if (st.st_size > SYM_MERGE_CONFIG_MAX_BYTES)
+        return sym_error_set(err, SYM_ERR_LIMIT,
+                             "%s: the config is %lld bytes, more than the limit of %ld "
+                             "(SYM_MERGE_CONFIG_MAX_BYTES)", path, (long long)st.st_size,
+                             SYM_MERGE_CONFIG_MAX_BYTES);
+    return SYM_OK;
+}
+
 sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_error *err)
 {
     set_defaults(cfg);
@@ -510,7 +524,9 @@ sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_er
     if (f == NULL)
         return sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
                              "%s: cannot open the config: %s", path, strerror(errno));
-    sym_status s = load_document(&r, f);
+    sym_status s = check_config_size(f, path, err);
+    if (s == SYM_OK)
+        s = load_document(&r, f);
     fclose(f);
     if (s != SYM_OK)
         return s;

@@ -22,6 +22,10 @@ extern "C" {
 /* Most experts a merge accepts. */
 #define SYM_MAX_SOURCES 64
 
+/* Largest merge config file accepted, in bytes; larger files fail with SYM_ERR_LIMIT
+ * before libyaml, whose document grows with the file, reads them. */
+#define SYM_MERGE_CONFIG_MAX_BYTES ((long)16 << 20)
+
 typedef enum sym_gate_mode {
     SYM_GATE_HIDDEN,         /* mergekit's default: mean hidden state of the prompts */
     SYM_GATE_HIDDEN_AVG,     /* hidden, averaged over all positions */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -221,6 +222,20 @@ static void install_signals(void)
     sigaction(SIGTERM, &sa, NULL);
 }
 
+/* After an I/O error the tensors already written stay journaled in OUTPUT_DIR.partial, so
+ * the message tells the user that a rerun continues from there. */
+static void add_resume_hint(sym_error *err, const char *output)
+{
+    char partial[PATH_MAX];
+    struct stat st;
+    snprintf(partial, sizeof partial, "%s.partial", output);
+    if (stat(partial, &st) != 0 || !S_ISDIR(st.st_mode))
+        return;
+    size_t len = strlen(err->message);
+    snprintf(err->message + len, sizeof err->message - len,
+             "; fix the cause and run the same command again to resume");
+}
+
 static void print_resume_command(int argc, char **argv)
 {
     fprintf(stderr, CLI_NAME ": to resume, run:\n  " CLI_NAME " merge");
@@ -281,6 +296,8 @@ int cmd_merge(int argc, char **argv)
     sym_status s = sym_merge_run(&cfg, &a.opts, &result, &err);
     sym_merge_config_free(&cfg);
     if (s != SYM_OK) {
+        if (s == SYM_ERR_IO)
+            add_resume_hint(&err, output);
         rc = cli_fail_error(&err);
         if (s == SYM_ERR_INTERRUPTED)
             print_resume_command(argc, argv);
