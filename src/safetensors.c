@@ -49,6 +49,21 @@ bool sym_dtype_from_name(const char *name, sym_dtype *dtype)
     return false;
 }
 
+static uint64_t count_occurrences(const uint8_t *text, size_t len, const char *needle)
+{
+    size_t needle_len = strlen(needle);
+    uint64_t count = 0;
+    const uint8_t *end = text + len;
+    for (const uint8_t *p = text; (size_t)(end - p) >= needle_len;) {
+        const uint8_t *hit = memmem(p, (size_t)(end - p), needle, needle_len);
+        if (hit == NULL)
+            break;
+        count++;
+        p = hit + needle_len;
+    }
+    return count;
+}
+
 static uint64_t read_le64(const uint8_t *p)
 {
     uint64_t v = 0;
@@ -295,8 +310,19 @@ sym_status sym_st_header_parse(sym_st_header *header, const uint8_t *prefix, siz
     header->header_bytes = n;
     header->data_start = 8 + n;
 
+    /* Bound the work of a hostile header before building its JSON tree: every tensor entry
+     * carries one "data_offsets" key, so their count bounds the tensor count. */
+    uint64_t entries = count_occurrences(prefix + 8, (size_t)n, "data_offsets");
+    if (entries > SYM_ST_MAX_TENSORS)
+        return sym_error_set(err, SYM_ERR_LIMIT,
+                             "%s: header lists about %llu tensors, more than the limit of %u",
+                             name, (unsigned long long)entries, SYM_ST_MAX_TENSORS);
+
     json_error_t jerr;
     json_t *root = json_loadb((const char *)prefix + 8, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL && jerr.text[0] == '\0')
+        return sym_error_set(err, SYM_ERR_NOMEM, "%s: out of memory parsing the %llu-byte header",
+                             name, (unsigned long long)n);
     if (root == NULL)
         return sym_error_set(err, SYM_ERR_FORMAT, "%s: invalid header JSON at byte %d: %s",
                              name, jerr.position, jerr.text);
@@ -338,7 +364,9 @@ sym_status sym_st_open(sym_st_file **out, const char *path, sym_error *err)
         free(file);
         return sym_error_set(err, SYM_ERR_NOMEM, "%s: out of memory", path);
     }
-    file->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK so that a FIFO without a writer cannot block the open; a FIFO is then
+     * rejected as not a regular file. */
+    file->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (file->fd < 0) {
         sym_status status = sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
                                           "%s: cannot open: %s", path, strerror(errno));

@@ -1,5 +1,9 @@
 /* Token id files: whitespace-separated decimal ids, the format of the *.ids fixtures. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,12 +131,69 @@ sym_status sym_ids_load(const char *path, size_t vocab_size, int32_t **ids, size
     return status;
 }
 
+/* Returns the offset of the first byte that is not part of valid UTF-8 (no overlong forms,
+ * surrogates or code points above U+10FFFF), or len when the text is valid. */
+static size_t invalid_utf8_offset(const unsigned char *text, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = text[i];
+        size_t extra;
+        uint32_t min, cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            extra = 1, min = 0x80, cp = c & 0x1fu;
+        } else if ((c & 0xf0) == 0xe0) {
+            extra = 2, min = 0x800, cp = c & 0x0fu;
+        } else if ((c & 0xf8) == 0xf0) {
+            extra = 3, min = 0x10000, cp = c & 0x07u;
+        } else {
+            return i;
+        }
+        if (len - i <= extra)
+            return i;
+        for (size_t k = 1; k <= extra; k++) {
+            if ((text[i + k] & 0xc0) != 0x80)
+                return i;
+            cp = (cp << 6) | (text[i + k] & 0x3fu);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return i;
+        i += extra + 1;
+    }
+    return len;
+}
+
+/* Opens a text file for reading without blocking on a FIFO, and only if it is regular. */
+static FILE *open_regular(const char *path, sym_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
+                      "%s: cannot open text file: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        sym_error_set(err, SYM_ERR_INVALID, "%s: not a regular file", path);
+        return NULL;
+    }
+    FILE *file = fdopen(fd, "rb");
+    if (file == NULL) {
+        close(fd);
+        sym_error_set(err, SYM_ERR_NOMEM, "%s: out of memory", path);
+    }
+    return file;
+}
+
 sym_status sym_text_load(const char *path, char **data, size_t *len, sym_error *err)
 {
-    FILE *file = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    FILE *file = strcmp(path, "-") == 0 ? stdin : open_regular(path, err);
     if (file == NULL)
-        return sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
-                             "%s: cannot open text file: %s", path, strerror(errno));
+        return err != NULL ? err->status : SYM_ERR_IO;
     size_t capacity = 1 << 16;
     size_t length = 0;
     char *buffer = malloc(capacity + 1);
@@ -156,6 +217,14 @@ sym_status sym_text_load(const char *path, char **data, size_t *len, sym_error *
         return sym_error_set(err, failed ? SYM_ERR_IO : SYM_ERR_LIMIT,
                              "%s: %s", path, failed ? "read error"
                                                     : "text file exceeds the limit of 1 GiB");
+    }
+    size_t bad = invalid_utf8_offset((const unsigned char *)buffer, length);
+    if (bad < length) {
+        unsigned char byte = (unsigned char)buffer[bad];
+        free(buffer);
+        return sym_error_set(err, SYM_ERR_FORMAT,
+                             "%s: invalid UTF-8 at byte %zu (0x%02x); text files must be UTF-8",
+                             path, bad, byte);
     }
     buffer[length] = '\0';
     *data = buffer;

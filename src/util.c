@@ -11,7 +11,7 @@
 sym_status sym_json_load_file(const char *path, size_t max_bytes, json_t **root, sym_error *err)
 {
     *root = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block */
     if (fd < 0)
         return sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
                              "%s: cannot open: %s", path, strerror(errno));

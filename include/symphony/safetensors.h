@@ -24,6 +24,11 @@ extern "C" {
 /* Largest header accepted, as in the reference implementation. */
 #define SYM_ST_MAX_HEADER 100000000u
 
+/* Largest tensor count accepted in one file. Checkpoints hold a few thousand tensors (a
+ * Mixtral-style MoE with 256 experts and 64 layers about 50,000); parsing a header near
+ * the byte limit with a million one-byte tensors takes tens of seconds and gigabytes. */
+#define SYM_ST_MAX_TENSORS 262144u
+
 /* Largest tensor rank accepted; a checkpoint's tensors have at most 2 dimensions. */
 #define SYM_ST_MAX_DIMS 8
 
