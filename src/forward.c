@@ -17,6 +17,7 @@ void sym_forward_options_init(sym_forward_options *options)
     options->threads = 1;
     options->seq_len = 128;
     options->prefetch = SYM_PREFETCH_READ;
+    options->force_expert = -1;
 }
 
 /* f32 elements of one layer's weights. */
@@ -115,6 +116,11 @@ static sym_status check_options(const sym_forward *fw, sym_error *err)
                              "%s: num_experts_per_tok is %lld; expected 1..%lld", dir,
                              (long long)c->num_experts_per_tok,
                              (long long)c->num_local_experts);
+    if (fw->opt.force_expert >= 0 && (!fw->moe || fw->opt.force_expert >= c->num_local_experts))
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "%s: cannot force expert %d: the model has %lld experts", dir,
+                             fw->opt.force_expert, (long long)(fw->moe ? c->num_local_experts
+                                                                       : 0));
     return SYM_OK;
 }
 

@@ -155,6 +155,10 @@ sym_status fwd_moe(sym_forward *fw, size_t n_tokens)
     for (size_t t = 0; t < n_tokens; t++) {
         fwd_softmax(fw->router_p + t * experts, experts);
         route_token(fw->router_p + t * experts, experts, k, fw->route_w + t * experts);
+        if (fw->opt.force_expert >= 0) {
+            memset(fw->route_w + t * experts, 0, experts * sizeof(float));
+            fw->route_w[t * experts + (size_t)fw->opt.force_expert] = 1.0f;
+        }
     }
     memset(fw->out, 0, n_tokens * d * sizeof(float));
     for (size_t e = 0; e < experts; e++)

@@ -330,6 +330,7 @@ static sym_status build_fingerprint(merge_run *run, sym_error *err)
                                                       cfg->router.learning_rate, "batch",
                                                       (json_int_t)cfg->router.batch_size,
                                                       "balance", cfg->router.balance_weight));
+    json_object_set_new(settings, "cache_dtype", json_integer((json_int_t)cfg->cache_dtype));
     json_object_set_new(settings, "shard_size", json_integer((json_int_t)run->opts->shard_size));
     json_object_set_new(settings, "threads", json_integer(run->opts->threads));
     const char *simd = sym_kernels_variant_name();

@@ -29,7 +29,7 @@ static const char *const expert_keys[] = {"source_model", "positive_prompts", "n
 static const char *const expert_unsupported[] = {"noise_scale", "residual_scale", NULL};
 static const char *const symphony_keys[] = {"anchor", "calibration_tokens", "sequence_length",
                                             "attention", "weights", "rope", "router", "seed",
-                                            NULL};
+                                            "cache_dtype", NULL};
 static const char *const router_keys[] = {"init", "objective", "steps", "learning_rate",
                                           "balance_weight", "batch_size", NULL};
 
@@ -376,6 +376,12 @@ static sym_status read_symphony_key(cfg_reader *r, const char *key, yaml_node_t 
     }
     if (strcmp(key, "router") == 0)
         return read_router(r, v, &cfg->router);
+    if (strcmp(key, "cache_dtype") == 0) {
+        static const char *const cache_dtypes[] = {"f32", "bf16", NULL};
+        s = read_choice(r, v, "symphony.cache_dtype", cache_dtypes, &choice);
+        cfg->cache_dtype = choice == 1 ? SYM_HCACHE_BF16 : SYM_HCACHE_F32;
+        return s;
+    }
     int64_t seed = 0;
     s = read_int(r, v, "symphony.seed", 0, INT64_MAX, &seed);
     cfg->seed = (uint64_t)seed;

@@ -210,6 +210,9 @@ sym_status sym_pipeline_create(sym_pipeline **out, const sym_pipeline_setup *set
     if (s == SYM_OK)
         s = build_rope(p, err);
     if (s == SYM_OK)
+        s = sym_pipeline_write_router_setup(p->cfg, setup->opts->threads, &p->calib, p->hidden,
+                                            p->work_dir, err);
+    if (s == SYM_OK)
         setup->sources->layer_state = &p->state;
     p->state.layer = -1;
     return s;
@@ -381,11 +384,12 @@ static sym_status embed_all(sym_pipeline *p, sym_error *err)
     if (s == SYM_OK)
         s = merged_embedding(p, err);
     for (size_t m = 0; m < p->n_models && s == SYM_OK; m++)
-        sym_hcache_round(p->h[m], p->tokens * p->hidden, SYM_HCACHE_F32);
+        sym_hcache_round(p->h[m], p->tokens * p->hidden, p->cfg->cache_dtype);
+    if (s == SYM_OK)
+        sym_hcache_round(p->hm, p->tokens * p->hidden, p->cfg->cache_dtype);
     return s;
 }
 
-/* TODO: the cache is always f32; a bf16 option (sym_hcache_dtype) is not wired to the config. */
 static sym_status cache_io(sym_pipeline *p, int l, bool write, sym_error *err)
 {
     char path[4096];
@@ -397,11 +401,11 @@ static sym_status cache_io(sym_pipeline *p, int l, bool write, sym_error *err)
         else
             work_path(p, path, sizeof path, "merged", l, -1, "hc");
         if (write)
-            s = sym_hcache_write(path, h, p->tokens, p->hidden, SYM_HCACHE_F32, err);
+            s = sym_hcache_write(path, h, p->tokens, p->hidden, p->cfg->cache_dtype, err);
         /* A run reads what it wrote, so a resumed run sees the same values. */
         if (s == SYM_OK)
             s = sym_hcache_read(path, h, p->tokens, p->hidden, err);
-        p->cache_bytes += p->tokens * p->hidden * 4;
+        p->cache_bytes += p->tokens * p->hidden * (p->cfg->cache_dtype == SYM_HCACHE_BF16 ? 2 : 4);
     }
     return s;
 }
@@ -559,7 +563,7 @@ sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
     return s;
 }
 
-static json_t *router_json(const sym_router_report *r, size_t experts)
+json_t *sym_pipeline_router_json(const sym_router_report *r, size_t experts)
 {
     json_t *load = json_array();
     for (size_t e = 0; e < experts; e++)
@@ -582,10 +586,12 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
     if (s == SYM_OK)
         s = sym_merged_attention(&p->attn, &p->layer, p->hm, p->calib.n_seq, p->calib.seq_len,
                                  p->x, err);
+    /* Routers train on the rounded inputs, which is what retrain-router reads back. */
+    sym_hcache_round(p->x, p->tokens * p->hidden, p->cfg->cache_dtype);
     char path[4096];
     work_path(p, path, sizeof path, "x", l, -1, "hc");
     if (s == SYM_OK)
-        s = sym_hcache_write(path, p->x, p->tokens, p->hidden, SYM_HCACHE_F32, err);
+        s = sym_hcache_write(path, p->x, p->tokens, p->hidden, p->cfg->cache_dtype, err);
     double t1 = now_s();
     sym_router_report rr;
     if (s == SYM_OK)
@@ -598,7 +604,7 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
         s = sym_merged_moe(&p->layer, p->router, (size_t)p->cfg->experts_per_token, p->x,
                            p->tokens, p->hm, err);
     if (s == SYM_OK)
-        json_object_set_new(report, "router", router_json(&rr, p->n_experts));
+        json_object_set_new(report, "router", sym_pipeline_router_json(&rr, p->n_experts));
     p->state.router = p->router;
     p->seconds[STAGE_MERGED] += (t1 - t0) + (now_s() - t2);
     p->seconds[STAGE_ROUTER] += t2 - t1;

@@ -3,6 +3,7 @@
 #ifndef SYMPHONY_PIPELINE_INTERNAL_H
 #define SYMPHONY_PIPELINE_INTERNAL_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -93,6 +94,16 @@ sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
                                      const sym_merged_layer *w, const float *x,
                                      const uint32_t *labels, size_t tokens, int threads,
                                      float *router, sym_router_report *report, sym_error *err);
+
+/* Returns the merge report's entry for a trained router (a new reference). */
+json_t *sym_pipeline_router_json(const sym_router_report *report, size_t experts);
+
+/* Writes what retrain-router needs besides the x-<l>.hc router inputs into work_dir:
+ * labels.hc (every calibration token's domain, [tokens, 1] f32) and router-setup.json
+ * (the router settings, the merge's thread count and the shapes). */
+sym_status sym_pipeline_write_router_setup(const sym_merge_config *cfg, int threads,
+                                           const sym_calib *calib, size_t hidden,
+                                           const char *work_dir, sym_error *err);
 
 /* Router settings of the merge config as the trainer takes them. */
 void sym_pipeline_router_config(const sym_merge_config *cfg, int layer, size_t hidden,

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "symphony/hcache.h"
 #include "symphony/router.h"
 #include "symphony/safetensors.h"
 #include "symphony/status.h"
@@ -87,6 +88,7 @@ typedef struct sym_merge_config {
     sym_attention_mode attention;
     bool rope_anchor;
     sym_router_cfg router;
+    sym_hcache_dtype cache_dtype; /* hidden-state cache files: f32 (default) or bf16 */
     uint64_t seed;
 } sym_merge_config;
 

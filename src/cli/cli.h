@@ -57,6 +57,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_retrain_router(int argc, char **argv);
 
 /* Shared by eval and generate (cmd_eval.c). */
 struct sym_forward_options;

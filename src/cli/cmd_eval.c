@@ -147,6 +147,7 @@ static int parse_args(int argc, char **argv, eval_args *a)
         {"text", required_argument, NULL, 'x'},
         {"seq-len", required_argument, NULL, 'L'},
         {"json", no_argument, NULL, 'j'},
+        {"force-expert", required_argument, NULL, 'E'},
         {"memory-limit", required_argument, NULL, 'M'},
         {"threads", required_argument, NULL, 'T'},
         {"prefetch", required_argument, NULL, 'P'},
@@ -174,6 +175,11 @@ static int parse_args(int argc, char **argv, eval_args *a)
             a->opt.seq_len = (int)v;
         } else if (c == 'j') {
             a->json = true;
+        } else if (c == 'E') {
+            if (!cli_parse_int(optarg, 0, 1 << 20, &v))
+                return cli_usage_error("eval", "invalid --force-expert '%s'; expected an "
+                                       "expert index from 0", optarg);
+            a->opt.force_expert = (int)v;
         } else if (c == 'h') {
             print_help();
             exit(CLI_EXIT_OK);

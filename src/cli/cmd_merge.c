@@ -38,6 +38,7 @@ static void print_help(void)
            "      --router-steps N        optimiser steps per router\n"
            "      --router-lr X           router learning rate\n"
            "      --seed N                seed of the random router rows\n"
+           "      --cache-dtype TYPE      hidden-state cache precision: f32 (default) or bf16\n"
            "      --dtype TYPE            output dtype: bfloat16, float16 or float32\n"
            "      --memory-limit SIZE     refuse a plan needing more working memory\n"
            "                              (e.g. 4G; default: no limit)\n"
@@ -59,6 +60,7 @@ typedef struct merge_args {
     long long router_steps;
     double router_lr;
     const char *router_objective;
+    const char *cache_dtype;
     long long seed;
     const char *dtype;
     sym_merge_options opts;
@@ -76,6 +78,7 @@ enum {
     OPT_ROUTER_OBJECTIVE,
     OPT_ROUTER_STEPS,
     OPT_ROUTER_LR,
+    OPT_CACHE_DTYPE,
 };
 
 static int parse_option(int opt, const char *value, merge_args *a)
@@ -121,6 +124,9 @@ static int parse_option(int opt, const char *value, merge_args *a)
             return cli_usage_error("merge", "--router-lr '%s' is not a positive number", value);
         return 0;
     }
+    case OPT_CACHE_DTYPE:
+        a->cache_dtype = value;
+        return 0;
     case OPT_FORCE:
         a->opts.force = true;
         return 0;
@@ -144,6 +150,7 @@ static int parse_args(int argc, char **argv, merge_args *a)
         {"router-objective", required_argument, NULL, OPT_ROUTER_OBJECTIVE},
         {"router-steps", required_argument, NULL, OPT_ROUTER_STEPS},
         {"router-lr", required_argument, NULL, OPT_ROUTER_LR},
+        {"cache-dtype", required_argument, NULL, OPT_CACHE_DTYPE},
         {"force", no_argument, NULL, OPT_FORCE},
         {"restart", no_argument, NULL, OPT_RESTART},
         {"quiet", no_argument, NULL, 'q'},
@@ -190,6 +197,12 @@ static int apply_overrides(const merge_args *a, sym_merge_config *cfg)
     else if (a->router_objective != NULL)
         return cli_usage_error("merge", "--router-objective '%s' is not distill or classify",
                                a->router_objective);
+    if (a->cache_dtype != NULL && strcmp(a->cache_dtype, "f32") == 0)
+        cfg->cache_dtype = SYM_HCACHE_F32;
+    else if (a->cache_dtype != NULL && strcmp(a->cache_dtype, "bf16") == 0)
+        cfg->cache_dtype = SYM_HCACHE_BF16;
+    else if (a->cache_dtype != NULL)
+        return cli_usage_error("merge", "--cache-dtype '%s' is not f32 or bf16", a->cache_dtype);
     if (a->dtype != NULL && !sym_output_dtype_from_name(a->dtype, &cfg->dtype))
         return cli_usage_error("merge", "--dtype '%s' is not bfloat16, float16 or float32",
                                a->dtype);

@@ -10,6 +10,8 @@ static const cli_command commands[] = {
     {"inspect", "describe models and check that they can be merged", cmd_inspect},
     {"merge", "merge dense models into a Mixtral-style MoE (resumable)", cmd_merge},
     {"verify", "check a merged model's files and tensor checksums", cmd_verify},
+    {"retrain-router", "train a merged model's routers again from its caches",
+     cmd_retrain_router},
     {"tokenize", "encode text into token ids or decode ids into text", cmd_tokenize},
     {"eval", "perplexity of a dense or MoE model, streamed layer by layer", cmd_eval},
     {"generate", "generate tokens from a prompt (greedy or sampled)", cmd_generate},
