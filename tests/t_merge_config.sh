@@ -112,9 +112,16 @@ expect 1 "a source model changed" "$tmp/src.yml" "$tmp/src"
 
 # The lock: a second merge while one holds OUTPUT.lock.
 if command -v flock >/dev/null 2>&1; then
-    flock "$tmp/locked.lock" sleep 3 &
-    sleep 0.5
+    flock "$tmp/locked.lock" sleep 30 &
+    holder=$!
+    # Wait until the holder has the lock: a non-blocking attempt fails once it does.
+    i=0
+    while flock -n "$tmp/locked.lock" true && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
     expect 1 "another merge is writing" "$tmp/ok-copy.yml" "$tmp/locked"
+    kill "$holder" 2>/dev/null
     wait
 fi
 
