@@ -45,6 +45,55 @@ typedef struct sym_merge_result {
 sym_status sym_merge_run(const sym_merge_config *cfg, const sym_merge_options *opts,
                          sym_merge_result *result, sym_error *err);
 
+/* What `merge --check` found and estimated. Every problem is one line; any problem means
+ * the merge cannot run as configured. Sizes are bytes, FLOPs count a multiply-add as 2,
+ * rates are per second, and NAN marks a value that could not be measured. */
+typedef struct sym_merge_plan {
+    size_t n_problems;
+    char **problems;
+
+    size_t n_sources; /* models read: the experts, and base_model when it is not one */
+    int n_layers;
+    size_t n_tensors;
+    uint32_t n_shards;
+    uint64_t calibration_tokens; /* whole sequences, an equal number per expert */
+
+    uint64_t read_bytes;   /* tensor bytes of every source, each read once */
+    uint64_t output_bytes; /* shard files of the output */
+    uint64_t cache_bytes;  /* upper bound of the work directory (before zstd) */
+    uint64_t disk_needed;  /* output + caches + 1 MiB of metadata */
+    uint64_t disk_free;    /* statvfs of the output's parent; UINT64_MAX: not checked */
+    char disk_path[4096];  /* that parent directory */
+
+    uint64_t memory_tensor;      /* largest working set of one output tensor */
+    uint64_t memory_calibration; /* calibration buffers (estimate) */
+    uint64_t memory_total;
+    uint64_t memory_limit; /* --memory-limit; 0: none */
+
+    double flops_source_forward, flops_merged_forward, flops_correlation;
+    double flops_assignment, flops_router, flops_total;
+
+    uint64_t probe_bytes;    /* bytes the disk probe read */
+    double read_bytes_per_s; /* measured on the largest source shard */
+    double gemm_flops_per_s; /* best of a few 256^3 cblas_sgemm calls */
+    double seconds_read, seconds_write, seconds_compute, seconds_total; /* estimates */
+} sym_merge_plan;
+
+/* Validates a merge without running it: the config's settings, the output path, every
+ * source's headers and their compatibility, memory against opts->memory_limit and disk
+ * space against the output's parent directory (when opts->output is set), and fills plan.
+ * Reads headers and a few MB of one source for the disk probe, never the weights.
+ * Problems are listed in plan (status SYM_OK); an error is returned only when the check
+ * itself fails. Free plan with sym_merge_plan_free, also after a failure. */
+sym_status sym_merge_check(const sym_merge_config *cfg, const sym_merge_options *opts,
+                           sym_merge_plan *plan, sym_error *err);
+
+void sym_merge_plan_free(sym_merge_plan *plan);
+
+/* Formats a byte count for people: "512 bytes", "1.50 KiB", "12.3 MiB", "4.00 GiB".
+ * Returns buf. */
+const char *sym_format_size(uint64_t bytes, char *buf, size_t size);
+
 /* One problem that verify found. */
 typedef struct sym_verify_problem {
     char *file;   /* file name inside the directory */
