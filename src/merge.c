@@ -51,6 +51,7 @@ typedef struct merge_run {
     sym_journal journal;
     json_t *fingerprint;
     sym_pipeline *pipeline; /* calibration, or NULL */
+    sym_merge_progress progress;
 } merge_run;
 
 static sym_status check_supported(const sym_merge_config *cfg, sym_error *err)
@@ -748,6 +749,15 @@ static bool layer_written(const merge_run *run, int layer)
     return true;
 }
 
+static void report_progress(merge_run *run, const char *stage, int layer, const char *tensor)
+{
+    run->progress.stage = stage;
+    run->progress.layer = layer;
+    run->progress.tensor = tensor;
+    if (run->opts->progress != NULL)
+        run->opts->progress(run->opts->progress_context, &run->progress);
+}
+
 /* Runs calibration for a tensor's layer when it is the first tensor of that layer. */
 static sym_status prepare_layer(merge_run *run, size_t i, int *prepared, sym_error *err)
 {
@@ -755,13 +765,34 @@ static sym_status prepare_layer(merge_run *run, size_t i, int *prepared, sym_err
     if (run->pipeline == NULL || layer < 0 || layer == *prepared)
         return SYM_OK;
     *prepared = layer;
-    return sym_pipeline_layer(run->pipeline, layer, layer_written(run, layer), err);
+    report_progress(run, "calibrate", layer, NULL);
+    sym_status s = sym_pipeline_layer(run->pipeline, layer, layer_written(run, layer), err);
+    run->progress.tokens_done += run->progress.tokens_total / (uint64_t)run->sources.n_layers;
+    report_progress(run, "calibrate", layer, NULL);
+    return s;
+}
+
+static void start_progress(merge_run *run, size_t resumed)
+{
+    const sym_merge_config *cfg = run->cfg;
+    sym_merge_progress *p = &run->progress;
+    p->n_layers = run->sources.n_layers;
+    p->tensors_done = resumed;
+    p->tensors_total = run->plan.n_tensors;
+    for (size_t i = 0; i < run->plan.n_tensors; i++)
+        p->bytes_total += run->done[i] ? 0 : run->plan.tensors[i].nbytes;
+    /* Every source, and the merged model, passes every calibration token through every
+     * layer. */
+    size_t models = cfg->n_experts + (run->base != NULL ? 1 : 0) + 1;
+    if (run->pipeline != NULL)
+        p->tokens_total = sym_merge_calibration_tokens(cfg) * models * (uint64_t)p->n_layers;
 }
 
 static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
 {
     size_t done = resumed;
     int prepared = -1;
+    start_progress(run, resumed);
     for (size_t i = 0; i < run->plan.n_tensors; i++) {
         sym_status ps = prepare_layer(run, i, &prepared, err);
         if (ps != SYM_OK)
@@ -772,9 +803,9 @@ static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
         if (s != SYM_OK)
             return s;
         done++;
-        if (run->opts->progress != NULL)
-            run->opts->progress(run->opts->progress_context, done, run->plan.n_tensors,
-                                run->plan.tensors[i].name);
+        run->progress.tensors_done = done;
+        run->progress.bytes_done += run->plan.tensors[i].nbytes;
+        report_progress(run, "write", run->jobs[i].layer, run->plan.tensors[i].name);
         if (run->opts->interrupt != NULL && *run->opts->interrupt && done < run->plan.n_tensors)
             return sym_error_set(err, SYM_ERR_INTERRUPTED,
                                  "interrupted after %zu of %zu tensors; the completed ones "
@@ -888,6 +919,14 @@ static sym_status write_metadata(merge_run *run, sym_error *err)
     return s;
 }
 
+static void report_step(void *context, int layer, const char *step)
+{
+    merge_run *run = context;
+    run->progress.step = step;
+    report_progress(run, "calibrate", layer, NULL);
+    run->progress.step = NULL;
+}
+
 /* Starts calibration when the config asks for it; its files go to OUTPUT.partial's work
  * directory, which stays in the output for retrain-router. */
 static sym_status start_pipeline(merge_run *run, sym_error *err)
@@ -900,7 +939,7 @@ static sym_status start_pipeline(merge_run *run, sym_error *err)
         return sym_error_set(err, SYM_ERR_IO, "%s: cannot create: %s", work, strerror(errno));
     sym_pipeline_setup setup = {.cfg = run->cfg, .opts = run->opts, .sources = &run->sources,
                                 .base = run->base, .vocab_donor = run->vocab_donor,
-                                .work_dir = work};
+                                .work_dir = work, .step = report_step, .step_context = run};
     return sym_pipeline_create(&run->pipeline, &setup, err);
 }
 
@@ -1058,6 +1097,11 @@ sym_status sym_merge_run(const sym_merge_config *cfg, const sym_merge_options *o
         s = run_locked(&run, result, err);
     result->tensors_total = run.plan.n_tensors;
     result->bytes_total = run.plan.total_size;
+    result->bytes_written = run.progress.bytes_done;
+    for (size_t i = 0; i < cfg->n_experts && run.experts[i] != NULL; i++)
+        result->bytes_read += sym_merge_source_bytes(run.experts[i]);
+    if (run.base != NULL)
+        result->bytes_read += sym_merge_source_bytes(run.base);
     result->shards = run.plan.n_shards;
     release_lock(&run, s == SYM_OK);
     close_run(&run);

@@ -246,7 +246,7 @@ static double probe_gemm(void)
 
 /* ---- the plan's numbers ---- */
 
-static uint64_t model_tensor_bytes(const sym_model *m)
+uint64_t sym_merge_source_bytes(const sym_model *m)
 {
     uint64_t sum = 0;
     for (size_t s = 0; s < sym_model_shard_count(m); s++) {
@@ -257,8 +257,7 @@ static uint64_t model_tensor_bytes(const sym_model *m)
     return sum;
 }
 
-/* Calibration tokens the pipeline takes: whole sequences, an equal number per expert. */
-static uint64_t calibration_token_count(const sym_merge_config *cfg)
+uint64_t sym_merge_calibration_tokens(const sym_merge_config *cfg)
 {
     if (cfg->calibration_tokens <= 0)
         return 0;
@@ -353,14 +352,14 @@ void sym_merge_estimate(const sym_merge_config *cfg, const sym_merge_options *op
                         sym_merge_plan *plan)
 {
     const sym_model_config *c = sym_model_get_config(anchor);
-    uint64_t tokens = calibration_token_count(cfg);
+    uint64_t tokens = sym_merge_calibration_tokens(cfg);
     plan->calibration_tokens = tokens;
     plan->n_layers = (int)c->num_hidden_layers;
     plan->read_bytes = 0;
     const char *largest = NULL;
     uint64_t largest_size = 0;
     for (size_t m = 0; m < n_models; m++) {
-        plan->read_bytes += model_tensor_bytes(models[m]);
+        plan->read_bytes += sym_merge_source_bytes(models[m]);
         for (size_t s = 0; s < sym_model_shard_count(models[m]); s++) {
             const sym_st_file *file = sym_model_shard(models[m], s);
             if (file->file_size > largest_size) {

@@ -58,6 +58,13 @@ void sym_merge_estimate(const sym_merge_config *cfg, const sym_merge_options *op
                         sym_model *const *models, size_t n_models, const sym_model *anchor,
                         sym_merge_plan *plan);
 
+/* Returns the sum of the tensor bytes of a model's shards. */
+uint64_t sym_merge_source_bytes(const sym_model *model);
+
+/* Returns the calibration tokens the pipeline takes at most: whole sequences, an equal
+ * number per expert (fewer when a domain has too little text). */
+uint64_t sym_merge_calibration_tokens(const sym_merge_config *cfg);
+
 /* Returns the free bytes of the output's parent directory (written into parent), or
  * UINT64_MAX when statvfs fails. */
 uint64_t sym_merge_free_space(const char *output, char *parent, size_t size);

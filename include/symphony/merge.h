@@ -19,6 +19,21 @@
 extern "C" {
 #endif
 
+/* Where a merge is, for a progress display. */
+typedef struct sym_merge_progress {
+    const char *stage;     /* "calibrate" (layer l's alignment and router) or "write" */
+    int layer;             /* layer in progress; -1 for the tensors outside the layers */
+    int n_layers;
+    size_t tensors_done;   /* output tensors written, resumed ones included */
+    size_t tensors_total;
+    uint64_t bytes_done;   /* output tensor bytes written by this run */
+    uint64_t bytes_total;  /* output tensor bytes this run has to write */
+    uint64_t tokens_done;  /* calibration tokens passed through a layer, every model */
+    uint64_t tokens_total;
+    const char *tensor;    /* the tensor just written, or NULL */
+    const char *step;      /* the calibration step starting ("source forward", ...), or NULL */
+} sym_merge_progress;
+
 typedef struct sym_merge_options {
     const char *output;
     uint64_t shard_size;   /* bytes of tensor data per shard */
@@ -28,8 +43,9 @@ typedef struct sym_merge_options {
     bool restart;          /* discard an interrupted merge instead of resuming it */
     /* Set to nonzero (by a signal handler) to stop after the tensor in progress. */
     volatile sig_atomic_t *interrupt;
-    /* Called after each tensor; may be NULL. */
-    void (*progress)(void *context, size_t done, size_t total, const char *tensor);
+    /* Called before and after each layer's calibration and after each tensor; may be
+     * NULL. */
+    void (*progress)(void *context, const sym_merge_progress *progress);
     void *progress_context;
 } sym_merge_options;
 
@@ -38,6 +54,8 @@ typedef struct sym_merge_result {
     size_t tensors_total;
     size_t tensors_resumed; /* verified from the journal and skipped */
     uint64_t bytes_total;
+    uint64_t bytes_written; /* tensor bytes this run wrote (resumed ones excluded) */
+    uint64_t bytes_read;    /* tensor bytes of every source */
     uint32_t shards;
 } sym_merge_result;
 
