@@ -1,4 +1,4 @@
-/* Checks a merge can run before it starts: the output path, the sources' settings, and the
+/* Checks that a merge can run before it starts: the output path, the sources' settings, and the
  * plan that `merge --check` prints (memory, disk, bytes, FLOPs and an estimated time from a
  * short disk read and GEMM measurement of this machine). */
 #include <cblas.h>
@@ -32,8 +32,12 @@ const char *sym_format_size(uint64_t bytes, char *buf, size_t size)
         value /= 1024.0;
         unit++;
     }
-    snprintf(buf, size, value < 10 ? "%.2f %s" : value < 100 ? "%.1f %s" : "%.0f %s", value,
-             units[unit]);
+    int decimals = 0;
+    if (value < 10)
+        decimals = 2;
+    else if (value < 100)
+        decimals = 1;
+    snprintf(buf, size, "%.*f %s", decimals, value, units[unit]);
     return buf;
 }
 
@@ -323,7 +327,7 @@ static void count_disk(const sym_merge_config *cfg, const sym_model_config *c, s
     plan->cache_bytes = 0;
     if (T > 0) {
         /* Per layer: each model's and the merged model's states, the router inputs, and an
-         * f x f correlation per aligned expert; zstd makes the files smaller than this. */
+         * f x f correlation per aligned expert. The files are zstd-compressed, so smaller. */
         plan->cache_bytes = L * (T * d * 4 * (n_models + 2) + (n - 1) * (f * f + 2 * f) * 4);
         plan->cache_bytes += T * 4; /* token labels */
     }
