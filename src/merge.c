@@ -51,6 +51,7 @@ typedef struct merge_run {
     sym_journal journal;
     json_t *fingerprint;
     sym_pipeline *pipeline; /* calibration, or NULL */
+    sym_merge_progress progress;
 } merge_run;
 
 static sym_status check_supported(const sym_merge_config *cfg, sym_error *err)
@@ -118,8 +119,9 @@ static sym_status open_models(merge_run *run, sym_error *err)
     return SYM_OK;
 }
 
-/* Runs the architecture check with the anchor first, so it is the reference. */
-static sym_status check_compatible(merge_run *run, sym_error *err)
+/* Runs the architecture check with the anchor first, so it is the reference. With a plan,
+ * every problem is added to it; without one, the first fails the call. */
+static sym_status check_compatible(merge_run *run, sym_merge_plan *plan, sym_error *err)
 {
     sym_model *list[SYM_MAX_SOURCES + 1];
     size_t n = 0;
@@ -132,7 +134,10 @@ static sym_status check_compatible(merge_run *run, sym_error *err)
     sym_status s = sym_compat_check(list, n, &options, &report, err);
     if (s != SYM_OK)
         return s;
-    if (report.n_problems > 0)
+    for (size_t i = 0; plan != NULL && i < report.n_problems; i++)
+        sym_merge_plan_add_problem(plan, "the sources cannot be merged: %s",
+                                   report.problems[i]);
+    if (plan == NULL && report.n_problems > 0)
         s = sym_error_set(err, SYM_ERR_INCOMPATIBLE,
                           "the sources cannot be merged: %s (%zu problem(s) in all; "
                           "'symphony-stream inspect' on the sources lists them)",
@@ -247,12 +252,14 @@ static sym_status check_memory(merge_run *run, sym_error *err)
     for (size_t i = 0; i < run->plan.n_tensors; i++) {
         const sym_plan_tensor *t = &run->plan.tensors[i];
         uint64_t need = sym_job_memory(&run->sources, &run->jobs[i], t->shape[0] * t->shape[1]);
+        char need_text[32], limit_text[32];
         if (need > run->opts->memory_limit)
             return sym_error_set(err, SYM_ERR_LIMIT,
-                                 "tensor '%s' needs about %llu MiB of working memory, more "
-                                 "than --memory-limit (%llu MiB); raise the limit", t->name,
-                                 (unsigned long long)(need >> 20),
-                                 (unsigned long long)(run->opts->memory_limit >> 20));
+                                 "tensor '%s' needs about %s of working memory, more than "
+                                 "--memory-limit (%s); raise the limit", t->name,
+                                 sym_format_size(need, need_text, sizeof need_text),
+                                 sym_format_size(run->opts->memory_limit, limit_text,
+                                                 sizeof limit_text));
     }
     return SYM_OK;
 }
@@ -745,6 +752,15 @@ static bool layer_written(const merge_run *run, int layer)
     return true;
 }
 
+static void report_progress(merge_run *run, const char *stage, int layer, const char *tensor)
+{
+    run->progress.stage = stage;
+    run->progress.layer = layer;
+    run->progress.tensor = tensor;
+    if (run->opts->progress != NULL)
+        run->opts->progress(run->opts->progress_context, &run->progress);
+}
+
 /* Runs calibration for a tensor's layer when it is the first tensor of that layer. */
 static sym_status prepare_layer(merge_run *run, size_t i, int *prepared, sym_error *err)
 {
@@ -752,13 +768,34 @@ static sym_status prepare_layer(merge_run *run, size_t i, int *prepared, sym_err
     if (run->pipeline == NULL || layer < 0 || layer == *prepared)
         return SYM_OK;
     *prepared = layer;
-    return sym_pipeline_layer(run->pipeline, layer, layer_written(run, layer), err);
+    report_progress(run, "calibrate", layer, NULL);
+    sym_status s = sym_pipeline_layer(run->pipeline, layer, layer_written(run, layer), err);
+    run->progress.tokens_done += run->progress.tokens_total / (uint64_t)run->sources.n_layers;
+    report_progress(run, "calibrate", layer, NULL);
+    return s;
+}
+
+static void start_progress(merge_run *run, size_t resumed)
+{
+    const sym_merge_config *cfg = run->cfg;
+    sym_merge_progress *p = &run->progress;
+    p->n_layers = run->sources.n_layers;
+    p->tensors_done = resumed;
+    p->tensors_total = run->plan.n_tensors;
+    for (size_t i = 0; i < run->plan.n_tensors; i++)
+        p->bytes_total += run->done[i] ? 0 : run->plan.tensors[i].nbytes;
+    /* Every source, and the merged model, passes every calibration token through every
+     * layer. */
+    size_t models = cfg->n_experts + (run->base != NULL ? 1 : 0) + 1;
+    if (run->pipeline != NULL)
+        p->tokens_total = sym_merge_calibration_tokens(cfg) * models * (uint64_t)p->n_layers;
 }
 
 static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
 {
     size_t done = resumed;
     int prepared = -1;
+    start_progress(run, resumed);
     for (size_t i = 0; i < run->plan.n_tensors; i++) {
         sym_status ps = prepare_layer(run, i, &prepared, err);
         if (ps != SYM_OK)
@@ -769,9 +806,9 @@ static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
         if (s != SYM_OK)
             return s;
         done++;
-        if (run->opts->progress != NULL)
-            run->opts->progress(run->opts->progress_context, done, run->plan.n_tensors,
-                                run->plan.tensors[i].name);
+        run->progress.tensors_done = done;
+        run->progress.bytes_done += run->plan.tensors[i].nbytes;
+        report_progress(run, "write", run->jobs[i].layer, run->plan.tensors[i].name);
         if (run->opts->interrupt != NULL && *run->opts->interrupt && done < run->plan.n_tensors)
             return sym_error_set(err, SYM_ERR_INTERRUPTED,
                                  "interrupted after %zu of %zu tensors; the completed ones "
@@ -915,6 +952,14 @@ static sym_status write_metadata(merge_run *run, sym_error *err)
     return s;
 }
 
+static void report_step(void *context, int layer, const char *step)
+{
+    merge_run *run = context;
+    run->progress.step = step;
+    report_progress(run, "calibrate", layer, NULL);
+    run->progress.step = NULL;
+}
+
 /* Starts calibration when the config asks for it; its files go to OUTPUT.partial's work
  * directory, which stays in the output for retrain-router. */
 static sym_status start_pipeline(merge_run *run, sym_error *err)
@@ -927,7 +972,7 @@ static sym_status start_pipeline(merge_run *run, sym_error *err)
         return sym_error_set(err, SYM_ERR_IO, "%s: cannot create: %s", work, strerror(errno));
     sym_pipeline_setup setup = {.cfg = run->cfg, .opts = run->opts, .sources = &run->sources,
                                 .base = run->base, .vocab_donor = run->vocab_donor,
-                                .work_dir = work};
+                                .work_dir = work, .step = report_step, .step_context = run};
     return sym_pipeline_create(&run->pipeline, &setup, err);
 }
 
@@ -1010,13 +1055,32 @@ static void close_run(merge_run *run)
     sym_model_close(run->base);
 }
 
+/* Checks the settings that need the opened sources: sliding windows and the weight sums
+ * at every layer of the anchor's depth. */
+static sym_status check_source_settings(merge_run *run, sym_error *err)
+{
+    sym_status s = SYM_OK;
+    for (size_t i = 0; i < run->cfg->n_experts && s == SYM_OK; i++)
+        s = sym_merge_check_sliding_window(run->experts[i], err);
+    if (s == SYM_OK && run->base != NULL)
+        s = sym_merge_check_sliding_window(run->base, err);
+    if (s == SYM_OK)
+        s = sym_merge_config_check_weights(
+            run->cfg, (int)sym_model_get_config(run->anchor)->num_hidden_layers, err);
+    return s;
+}
+
 static sym_status prepare(merge_run *run, sym_error *err)
 {
-    sym_status s = check_supported(run->cfg, err);
+    sym_status s = sym_merge_check_output(run->cfg, run->opts->output, err);
+    if (s == SYM_OK)
+        s = check_supported(run->cfg, err);
     if (s == SYM_OK)
         s = open_models(run, err);
     if (s == SYM_OK)
-        s = check_compatible(run, err);
+        s = check_compatible(run, NULL, err);
+    if (s == SYM_OK)
+        s = check_source_settings(run, err);
     if (s == SYM_OK) {
         choose_vocabulary(run);
         s = build_plan(run, err);
@@ -1068,8 +1132,155 @@ sym_status sym_merge_run(const sym_merge_config *cfg, const sym_merge_options *o
         s = run_locked(&run, result, err);
     result->tensors_total = run.plan.n_tensors;
     result->bytes_total = run.plan.total_size;
+    result->bytes_written = run.progress.bytes_done;
+    for (size_t i = 0; i < cfg->n_experts && run.experts[i] != NULL; i++)
+        result->bytes_read += sym_merge_source_bytes(run.experts[i]);
+    if (run.base != NULL)
+        result->bytes_read += sym_merge_source_bytes(run.base);
     result->shards = run.plan.n_shards;
     release_lock(&run, s == SYM_OK);
+    close_run(&run);
+    return s;
+}
+
+/* ---- merge --check ---- */
+
+/* Opens each source on its own, so that every one that fails is listed. */
+static bool check_sources_open(const sym_merge_config *cfg, sym_merge_plan *plan)
+{
+    bool ok = true;
+    for (size_t i = 0; i <= cfg->n_experts; i++) {
+        const char *dir = i < cfg->n_experts ? cfg->experts[i].source_model : cfg->base_model;
+        if (dir == NULL)
+            continue;
+        sym_model *m;
+        sym_error e;
+        if (sym_model_open(&m, dir, &e) != SYM_OK) {
+            sym_merge_plan_add_problem(plan, "%s", e.message);
+            ok = false;
+        }
+        sym_model_close(m);
+    }
+    return ok;
+}
+
+static void check_plan_settings(merge_run *run, sym_merge_plan *plan)
+{
+    sym_error e;
+    for (size_t i = 0; i <= run->cfg->n_experts; i++) {
+        const sym_model *m = i < run->cfg->n_experts ? run->experts[i] : run->base;
+        if (m != NULL && sym_merge_check_sliding_window(m, &e) != SYM_OK)
+            sym_merge_plan_add_problem(plan, "%s", e.message);
+    }
+    int layers = (int)sym_model_get_config(run->anchor)->num_hidden_layers;
+    if (sym_merge_config_check_weights(run->cfg, layers, &e) != SYM_OK)
+        sym_merge_plan_add_problem(plan, "%s", e.message);
+}
+
+static void check_plan_memory(merge_run *run, sym_merge_plan *plan)
+{
+    for (size_t i = 0; i < run->plan.n_tensors; i++) {
+        const sym_plan_tensor *t = &run->plan.tensors[i];
+        uint64_t need = sym_job_memory(&run->sources, &run->jobs[i], t->shape[0] * t->shape[1]);
+        plan->memory_tensor = need > plan->memory_tensor ? need : plan->memory_tensor;
+    }
+    plan->n_tensors = run->plan.n_tensors;
+    plan->n_shards = run->plan.n_shards;
+    plan->output_bytes = 0;
+    for (uint32_t s = 0; s < run->plan.n_shards; s++)
+        plan->output_bytes += run->plan.shard_file_size[s];
+}
+
+/* The output directory as the merge will find it: absent, the same finished merge, or a
+ * directory that only --force replaces; and the free space of its parent. */
+static void check_plan_output(merge_run *run, sym_merge_plan *plan)
+{
+    const char *output = run->opts->output;
+    char need[32], free_text[32];
+    struct stat st;
+    json_t *stored = NULL;
+    bool same = false;
+    if (lstat(output, &st) == 0 && !S_ISDIR(st.st_mode) && !is_directory(output))
+        sym_merge_plan_add_problem(plan, "%s exists and is not a directory", output);
+    if (is_directory(output) && load_state(output, &stored) == SYM_OK) {
+        same = fingerprint_difference(stored, run->fingerprint) == NULL;
+        json_decref(stored);
+    }
+    if (is_directory(output) && !same && !run->opts->force)
+        sym_merge_plan_add_problem(plan, "%s already exists and holds a different merge or "
+                                   "other files; rerun with --force to replace it", output);
+    plan->disk_free = sym_merge_free_space(output, plan->disk_path, sizeof plan->disk_path);
+    if (plan->disk_free == UINT64_MAX)
+        sym_merge_plan_add_problem(plan, "%s: cannot read free space: %s", plan->disk_path,
+                                   strerror(errno));
+    else if (plan->disk_free < plan->disk_needed)
+        sym_merge_plan_add_problem(plan, "%s: %s free, the merge needs about %s for the output "
+                                   "and its caches; free space or choose another output "
+                                   "directory", plan->disk_path,
+                                   sym_format_size(plan->disk_free, free_text, sizeof free_text),
+                                   sym_format_size(plan->disk_needed, need, sizeof need));
+}
+
+static void check_plan_limits(merge_run *run, sym_merge_plan *plan)
+{
+    char need[32], limit[32];
+    if (plan->memory_limit > 0 && plan->memory_total > plan->memory_limit)
+        sym_merge_plan_add_problem(plan, "the merge needs about %s of working memory, more "
+                                   "than --memory-limit (%s); raise the limit or lower "
+                                   "calibration_tokens",
+                                   sym_format_size(plan->memory_total, need, sizeof need),
+                                   sym_format_size(plan->memory_limit, limit, sizeof limit));
+    if (run->opts->output != NULL)
+        check_plan_output(run, plan);
+}
+
+/* The part of the check that needs every source open and compatible. */
+static sym_status check_plan_models(merge_run *run, sym_merge_plan *plan, sym_error *err)
+{
+    sym_error e;
+    if (open_models(run, &e) != SYM_OK) {
+        sym_merge_plan_add_problem(plan, "%s", e.message);
+        return SYM_OK;
+    }
+    size_t before = plan->n_problems;
+    sym_status s = check_compatible(run, plan, err);
+    if (s != SYM_OK || plan->n_problems > before)
+        return s;
+    check_plan_settings(run, plan);
+    choose_vocabulary(run);
+    s = build_plan(run, err);
+    if (s == SYM_OK)
+        s = build_fingerprint(run, err);
+    if (s != SYM_OK)
+        return s;
+    check_plan_memory(run, plan);
+    sym_model *models[SYM_MAX_SOURCES + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < run->cfg->n_experts; i++)
+        models[n++] = run->experts[i];
+    if (run->base != NULL)
+        models[n++] = run->base;
+    plan->n_sources = n;
+    sym_merge_estimate(run->cfg, run->opts, models, n, run->anchor, plan);
+    check_plan_limits(run, plan);
+    return SYM_OK;
+}
+
+sym_status sym_merge_check(const sym_merge_config *cfg, const sym_merge_options *opts,
+                           sym_merge_plan *plan, sym_error *err)
+{
+    memset(plan, 0, sizeof *plan);
+    plan->disk_free = UINT64_MAX;
+    plan->memory_limit = opts->memory_limit;
+    merge_run run = {.cfg = cfg, .opts = opts, .lock_fd = -1, .journal = {.fd = -1}};
+    sym_error e;
+    if (check_supported(cfg, &e) != SYM_OK)
+        sym_merge_plan_add_problem(plan, "%s", e.message);
+    if (opts->output != NULL && sym_merge_check_output(cfg, opts->output, &e) != SYM_OK)
+        sym_merge_plan_add_problem(plan, "%s", e.message);
+    sym_status s = SYM_OK;
+    if (check_sources_open(cfg, plan))
+        s = check_plan_models(&run, plan, err);
     close_run(&run);
     return s;
 }

@@ -37,6 +37,38 @@ sym_status sym_journal_append(sym_journal *journal, const char *name, uint64_t o
 void sym_journal_close(sym_journal *journal);
 void sym_journal_records_free(sym_journal_record *records, size_t n_records);
 
+/* Checks before a merge (merge_check.c). */
+#include "symphony/merge.h"
+#include "symphony/model.h"
+
+/* Rejects an empty output path, and one that equals, contains or lies inside a source,
+ * base_model or anchor directory (compared by realpath). */
+sym_status sym_merge_check_output(const sym_merge_config *cfg, const char *output,
+                                  sym_error *err);
+
+/* Rejects a source whose sliding_window is below its max_position_embeddings. */
+sym_status sym_merge_check_sliding_window(const sym_model *model, sym_error *err);
+
+void sym_merge_plan_add_problem(sym_merge_plan *plan, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Fills the byte, memory, FLOP and time figures of plan; plan->memory_tensor and
+ * plan->output_bytes must be set. models: every source read, the anchor among them. */
+void sym_merge_estimate(const sym_merge_config *cfg, const sym_merge_options *opts,
+                        sym_model *const *models, size_t n_models, const sym_model *anchor,
+                        sym_merge_plan *plan);
+
+/* Returns the sum of the tensor bytes of a model's shards. */
+uint64_t sym_merge_source_bytes(const sym_model *model);
+
+/* Returns the calibration tokens the pipeline takes at most: whole sequences, an equal
+ * number per expert (fewer when a domain has too little text). */
+uint64_t sym_merge_calibration_tokens(const sym_merge_config *cfg);
+
+/* Returns the free bytes of the output's parent directory (written into parent), or
+ * UINT64_MAX when statvfs fails. */
+uint64_t sym_merge_free_space(const char *output, char *parent, size_t size);
+
 /* Test kill points: when the environment variable SYMPHONY_TEST_KILL_AT is N > 0, the
  * N-th call of sym_kill_point_reached in the process returns true, and sym_kill_point
  * raises SIGKILL there (SIGINT instead when SYMPHONY_TEST_KILL_SIGNAL is INT, and the

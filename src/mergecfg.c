@@ -18,6 +18,7 @@ typedef struct cfg_reader {
     const char *path;
     char dir[PATH_MAX];
     sym_error *err;
+    bool loaded; /* doc holds a document to delete */
 } cfg_reader;
 
 static const char *const top_keys[] = {"base_model", "dtype", "experts_per_token", "gate_mode",
@@ -484,6 +485,57 @@ static void set_defaults(sym_merge_config *cfg)
     cfg->router.balance_weight = 0.01;
 }
 
+static sym_status yaml_problem(cfg_reader *r, const yaml_parser_t *parser)
+{
+    return sym_error_set(r->err, SYM_ERR_FORMAT, "%s: invalid YAML at line %zu: %s", r->path,
+                         parser->problem_mark.line + 1,
+                         parser->problem ? parser->problem : "parse error");
+}
+
+/* A config is one YAML document: anything after a second `---` would be ignored silently,
+ * so a second document is an error. */
+static sym_status reject_second_document(cfg_reader *r, yaml_parser_t *parser)
+{
+    yaml_document_t next;
+    if (!yaml_parser_load(parser, &next))
+        return yaml_problem(r, parser);
+    yaml_node_t *root = yaml_document_get_root_node(&next);
+    size_t line = root != NULL ? root->start_mark.line + 1 : 0;
+    yaml_document_delete(&next);
+    if (root != NULL)
+        return sym_error_set(r->err, SYM_ERR_INVALID,
+                             "%s: a second YAML document starts near line %zu; a config is "
+                             "one document, so remove the second '---' and what follows it",
+                             r->path, line);
+    return SYM_OK;
+}
+
+/* libyaml keeps every pair of a mapping, and a reader taking the last one would let a
+ * repeated key override the first silently, so any repeated key is an error. */
+static sym_status reject_duplicate_keys(cfg_reader *r)
+{
+    for (yaml_node_t *node = r->doc.nodes.start; node < r->doc.nodes.top; node++) {
+        if (node->type != YAML_MAPPING_NODE)
+            continue;
+        FOR_EACH_PAIR(node, pair) {
+            yaml_node_t *key = node_at(r, pair->key);
+            const char *text = scalar_text(key);
+            for (yaml_node_pair_t *earlier = node->data.mapping.pairs.start;
+                 text != NULL && earlier < pair; earlier++) {
+                yaml_node_t *first = node_at(r, earlier->key);
+                const char *first_text = scalar_text(first);
+                if (first_text != NULL && strcmp(first_text, text) == 0)
+                    return sym_error_set(r->err, SYM_ERR_INVALID,
+                                         "%s: key '%s' appears twice in one mapping (lines "
+                                         "%zu and %zu); keep one of them", r->path, text,
+                                         first->start_mark.line + 1,
+                                         key->start_mark.line + 1);
+            }
+        }
+    }
+    return SYM_OK;
+}
+
 static sym_status load_document(cfg_reader *r, FILE *f)
 {
     yaml_parser_t parser;
@@ -492,23 +544,40 @@ static sym_status load_document(cfg_reader *r, FILE *f)
     yaml_parser_set_input_file(&parser, f);
     sym_status s = SYM_OK;
     if (!yaml_parser_load(&parser, &r->doc))
-        s = sym_error_set(r->err, SYM_ERR_FORMAT, "%s: invalid YAML at line %zu: %s", r->path,
-                          parser.problem_mark.line + 1,
-                          parser.problem ? parser.problem : "parse error");
+        s = yaml_problem(r, &parser);
+    else
+        r->loaded = true;
+    if (s == SYM_OK)
+        s = reject_second_document(r, &parser);
+    if (s == SYM_OK)
+        s = reject_duplicate_keys(r);
     yaml_parser_delete(&parser);
     return s;
 }
 
-static sym_status check_config_size(FILE *f, const char *path, sym_error *err)
+/* Opens the config for reading. It must be a regular file (a directory opens fine with
+ * fopen but reads as an I/O error, and a FIFO would block) within the size limit. */
+static sym_status open_config(const char *path, FILE **f, sym_error *err)
 {
+    *f = NULL;
     struct stat st;
-    if (fstat(fileno(f), &st) != 0)
-        return sym_error_set(err, SYM_ERR_IO, "%s: stat failed: %s", path, strerror(errno));
+    if (stat(path, &st) != 0)
+        return sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
+                             "%s: cannot open the config: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "%s is a directory; expected a YAML merge config file", path);
+    if (!S_ISREG(st.st_mode))
+        return sym_error_set(err, SYM_ERR_INVALID, "%s: not a regular file", path);
     if (st.st_size > SYM_MERGE_CONFIG_MAX_BYTES)
         return sym_error_set(err, SYM_ERR_LIMIT,
                              "%s: the config is %lld bytes, more than the limit of %ld "
                              "(SYM_MERGE_CONFIG_MAX_BYTES)", path, (long long)st.st_size,
                              SYM_MERGE_CONFIG_MAX_BYTES);
+    *f = fopen(path, "rb");
+    if (*f == NULL)
+        return sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
+                             "%s: cannot open the config: %s", path, strerror(errno));
     return SYM_OK;
 }
 
@@ -526,16 +595,17 @@ sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_er
     else
         snprintf(r.dir, sizeof r.dir, ".");
 
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
-                             "%s: cannot open the config: %s", path, strerror(errno));
-    sym_status s = check_config_size(f, path, err);
-    if (s == SYM_OK)
-        s = load_document(&r, f);
-    fclose(f);
+    FILE *f;
+    sym_status s = open_config(path, &f, err);
     if (s != SYM_OK)
         return s;
+    s = load_document(&r, f);
+    fclose(f);
+    if (s != SYM_OK) {
+        if (r.loaded)
+            yaml_document_delete(&r.doc);
+        return s;
+    }
     yaml_node_t *root = yaml_document_get_root_node(&r.doc);
     if (root == NULL)
         s = sym_error_set(err, SYM_ERR_INVALID, "%s: the config is empty", path);
@@ -611,4 +681,26 @@ double sym_expert_weight_at(const sym_expert_cfg *expert, int layer, int n_layer
         return expert->weights[expert->n_weights - 1];
     double frac = position - (double)lo;
     return expert->weights[lo] * (1.0 - frac) + expert->weights[lo + 1] * frac;
+}
+
+sym_status sym_merge_config_check_weights(const sym_merge_config *cfg, int n_layers,
+                                          sym_error *err)
+{
+    for (int layer = 0; layer < (n_layers > 0 ? n_layers : 1); layer++) {
+        double sum = 0;
+        char values[256] = "";
+        for (size_t i = 0; i < cfg->n_experts; i++) {
+            double w = sym_expert_weight_at(&cfg->experts[i], layer, n_layers);
+            sum += w;
+            size_t used = strlen(values);
+            snprintf(values + used, sizeof values - used, "%s%g", i ? ", " : "", w);
+        }
+        if (!isfinite(sum) || !(sum > 0))
+            return sym_error_set(err, SYM_ERR_INVALID,
+                                 "%s: 'symphony.weights' at layer %d are [%s], which sum to "
+                                 "%g; expected a finite sum above 0, so scale the weights "
+                                 "down or give one expert a positive weight", cfg->path,
+                                 layer, values, sum);
+    }
+    return SYM_OK;
 }

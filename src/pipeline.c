@@ -613,13 +613,8 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
 
 static void progress(sym_pipeline *p, int l, const char *stage)
 {
-    const sym_merge_options *o = p->setup.opts;
-    if (o->progress == NULL)
-        return;
-    char text[128];
-    snprintf(text, sizeof text, "calibration: layer %d of %d: %s (%zu tokens)", l + 1,
-             p->setup.sources->n_layers, stage, p->tokens);
-    o->progress(o->progress_context, (size_t)l, (size_t)p->setup.sources->n_layers, text);
+    if (p->setup.step != NULL)
+        p->setup.step(p->setup.step_context, l, stage);
 }
 
 /* Brings the input states of layer l into memory: embeddings for layer 0, else the cache

@@ -71,6 +71,9 @@ typedef struct sym_pipeline_setup {
     const sym_model *base;      /* base_model when it is not an expert, or NULL */
     const sym_model *vocab_donor;
     const char *work_dir;
+    /* Called as each step of a layer starts ("source forward", ...); may be NULL. */
+    void (*step)(void *context, int layer, const char *step);
+    void *step_context;
 } sym_pipeline_setup;
 
 sym_status sym_pipeline_create(sym_pipeline **pipe, const sym_pipeline_setup *setup,

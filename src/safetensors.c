@@ -49,17 +49,23 @@ bool sym_dtype_from_name(const char *name, sym_dtype *dtype)
     return false;
 }
 
+/* Counts non-overlapping occurrences of needle. A plain loop rather than repeated memmem:
+ * sanitizer interceptors check the whole remaining range on every memmem call, which makes
+ * a scan of a 100 MB header quadratic. */
 static uint64_t count_occurrences(const uint8_t *text, size_t len, const char *needle)
 {
     size_t needle_len = strlen(needle);
     uint64_t count = 0;
-    const uint8_t *end = text + len;
-    for (const uint8_t *p = text; (size_t)(end - p) >= needle_len;) {
-        const uint8_t *hit = memmem(p, (size_t)(end - p), needle, needle_len);
-        if (hit == NULL)
-            break;
-        count++;
-        p = hit + needle_len;
+    for (size_t i = 0; i + needle_len <= len;) {
+        size_t k = 0;
+        while (k < needle_len && text[i + k] == (uint8_t)needle[k])
+            k++;
+        if (k == needle_len) {
+            count++;
+            i += needle_len;
+        } else {
+            i++;
+        }
     }
     return count;
 }

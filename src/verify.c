@@ -54,11 +54,41 @@ static json_t *load_json(verify_state *v, const char *name)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", v->dir, name);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        add_problem(v, name, NULL, "cannot be read: %s; the merge writes it, so rerun the "
+                    "merge with --force", strerror(errno));
+        return NULL;
+    }
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL)
+    if (root == NULL && jerr.line > 0)
         add_problem(v, name, NULL, "cannot be read as JSON: %s (line %d)", jerr.text, jerr.line);
+    else if (root == NULL)
+        add_problem(v, name, NULL, "cannot be read as JSON: %s", jerr.text);
     return root;
+}
+
+/* The manifest names its checksum algorithm; only xxh3-64 is computed here, so any other
+ * name would make every comparison meaningless. Returns the "tensors" object or NULL. */
+static json_t *manifest_tensors(verify_state *v, json_t *manifest)
+{
+    if (manifest == NULL)
+        return NULL;
+    const char *algorithm = json_string_value(json_object_get(manifest, "checksum"));
+    if (algorithm == NULL || strcmp(algorithm, "xxh3-64") != 0) {
+        add_problem(v, SYM_MANIFEST_NAME, NULL, "\"checksum\" is %s%s%s; expected "
+                    "\"xxh3-64\", the only algorithm symphony-stream writes and checks",
+                    algorithm ? "\"" : "", algorithm ? algorithm : "missing or not a string",
+                    algorithm ? "\"" : "");
+        return NULL;
+    }
+    json_t *tensors = json_object_get(manifest, "tensors");
+    if (!json_is_object(tensors)) {
+        add_problem(v, SYM_MANIFEST_NAME, NULL, "no \"tensors\" object");
+        return NULL;
+    }
+    return tensors;
 }
 
 static void check_manifest_entry(verify_state *v, const char *file, const sym_st_file *f,
@@ -194,7 +224,7 @@ sym_status sym_verify_dir(const char *dir, sym_verify_report *report,
     verify_state v = {.dir = dir, .report = report, .progress = progress, .context = context};
     json_t *index = load_json(&v, "model.safetensors.index.json");
     json_t *manifest = load_json(&v, SYM_MANIFEST_NAME);
-    v.manifest = manifest ? json_object_get(manifest, "tensors") : NULL;
+    v.manifest = manifest_tensors(&v, manifest);
     v.weight_map = index ? json_object_get(index, "weight_map") : NULL;
     if (v.weight_map == NULL || !json_is_object(v.weight_map)) {
         if (index != NULL)

@@ -110,6 +110,11 @@ bool sym_output_dtype_from_name(const char *name, sym_dtype *dtype);
  * interpolated at depth layer / (n_layers - 1), or 1 when the expert has none. */
 double sym_expert_weight_at(const sym_expert_cfg *expert, int layer, int n_layers);
 
+/* Checks that the experts' weights sum to a finite positive value at every layer of a
+ * model with n_layers layers; the fusion divides by that sum. */
+sym_status sym_merge_config_check_weights(const sym_merge_config *cfg, int n_layers,
+                                          sym_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -71,4 +71,26 @@ int cli_forward_option(const char *command, int opt, const char *arg,
 void cli_forward_progress(struct sym_forward_options *options);
 double cli_forward_progress_end(void);
 
+/* The merge's progress line and summary (progress.c). */
+struct sym_merge_progress;
+struct sym_merge_result;
+typedef struct cli_progress {
+    bool line;      /* redraw a progress line on stderr (a terminal) */
+    bool layer_log; /* print a line per calibrated layer (-v) */
+    bool drawn;     /* a progress line is on the screen */
+    double start, last_draw, layer_start, seconds;
+    uint64_t tokens_seen;
+} cli_progress;
+void cli_progress_init(cli_progress *p, bool line, bool layer_log);
+void cli_progress_update(void *context, const struct sym_merge_progress *m);
+/* Clears the progress line and records the elapsed time in p->seconds. */
+void cli_progress_finish(cli_progress *p);
+/* Runs merge --check and prints the plan (cmd_merge_check.c); returns the exit status. */
+struct sym_merge_config;
+struct sym_merge_options;
+int cli_merge_check(const struct sym_merge_config *cfg, const struct sym_merge_options *opts,
+                    const char *config, bool json);
+/* Prints time per stage, bytes, peak memory and per-layer statistics to stdout. */
+void cli_merge_summary(const struct sym_merge_result *r, const char *output, double seconds);
+
 #endif

@@ -24,11 +24,17 @@ static void on_signal(int signo)
 static void print_help(void)
 {
     printf("usage: " CLI_NAME " merge [OPTIONS] CONFIG OUTPUT_DIR\n"
+           "       " CLI_NAME " merge --check [--json] [OPTIONS] CONFIG [OUTPUT_DIR]\n"
            "\n"
            "Merge the dense models named in CONFIG (a mergekit-moe YAML file, optionally\n"
            "with a symphony: section) into a Mixtral-style MoE in OUTPUT_DIR. The output is\n"
            "built in OUTPUT_DIR.partial and renamed when complete; rerunning the same\n"
            "command after an interruption resumes it.\n"
+           "\n"
+           "With --check nothing is written: the config, the sources' headers and their\n"
+           "compatibility are validated and the plan is printed (memory, disk, bytes,\n"
+           "FLOPs, an estimated time from a short disk and GEMM measurement). Every\n"
+           "problem found is listed.\n"
            "\n"
            "Options (each overrides the config):\n"
            "      --calibration-tokens N  calibration tokens in all, split equally between\n"
@@ -47,11 +53,17 @@ static void print_help(void)
            "                              fingerprint\n"
            "      --force                 replace an existing OUTPUT_DIR\n"
            "      --restart               discard an interrupted merge and start over\n"
-           "  -q, --quiet                 print errors only\n"
+           "      --check                 validate and print the plan; merge nothing\n"
+           "      --json                  with --check, print the plan as JSON\n"
+           "      --no-progress           no progress line (it appears only when stderr is\n"
+           "                              a terminal)\n"
+           "  -q, --quiet                 print errors only: no progress, no summary\n"
+           "  -v, --verbose               also print a line per calibrated layer\n"
            "  -h, --help                  print this help and exit\n"
            "\n"
-           "Exit status: 0 success (also when the merge had already completed), 1 failure,\n"
-           "2 usage error, 130 interrupted (rerun the command to resume).\n");
+           "Exit status: 0 success (also when the merge had already completed, and for\n"
+           "--check when the merge can run), 1 failure (--check: problems found), 2 usage\n"
+           "error, 130 interrupted (rerun the command to resume).\n");
 }
 
 /* Settings from the command line; negative means "not given". */
@@ -63,6 +75,9 @@ typedef struct merge_args {
     const char *cache_dtype;
     long long seed;
     const char *dtype;
+    bool check;
+    bool json;
+    bool no_progress;
     sym_merge_options opts;
 } merge_args;
 
@@ -79,6 +94,9 @@ enum {
     OPT_ROUTER_STEPS,
     OPT_ROUTER_LR,
     OPT_CACHE_DTYPE,
+    OPT_CHECK,
+    OPT_JSON,
+    OPT_NO_PROGRESS,
 };
 
 static int parse_option(int opt, const char *value, merge_args *a)
@@ -133,6 +151,15 @@ static int parse_option(int opt, const char *value, merge_args *a)
     case OPT_RESTART:
         a->opts.restart = true;
         return 0;
+    case OPT_CHECK:
+        a->check = true;
+        return 0;
+    case OPT_JSON:
+        a->json = true;
+        return 0;
+    case OPT_NO_PROGRESS:
+        a->no_progress = true;
+        return 0;
     default:
         return -1;
     }
@@ -153,13 +180,17 @@ static int parse_args(int argc, char **argv, merge_args *a)
         {"cache-dtype", required_argument, NULL, OPT_CACHE_DTYPE},
         {"force", no_argument, NULL, OPT_FORCE},
         {"restart", no_argument, NULL, OPT_RESTART},
+        {"check", no_argument, NULL, OPT_CHECK},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
         {"quiet", no_argument, NULL, 'q'},
+        {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int opt;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "qh", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "qvh", options, NULL)) != -1) {
         if (opt == 'h') {
             print_help();
             return -1;
@@ -168,15 +199,27 @@ static int parse_args(int argc, char **argv, merge_args *a)
             cli_verbosity = 0;
             continue;
         }
+        if (opt == 'v') {
+            cli_verbosity++;
+            continue;
+        }
         if (opt == '?')
             return cli_usage_error("merge", "unknown option '%s'", argv[optind - 1]);
         int rc = parse_option(opt, optarg, a);
         if (rc != 0)
             return rc;
     }
-    if (argc - optind != 2)
+    int positional = argc - optind;
+    if (a->check && (positional < 1 || positional > 2))
+        return cli_usage_error("merge", "--check expects CONFIG and an optional OUTPUT_DIR, "
+                               "got %d argument(s)", positional);
+    if (!a->check && positional != 2)
         return cli_usage_error("merge", "expected CONFIG and OUTPUT_DIR, got %d argument(s)",
-                               argc - optind);
+                               positional);
+    if (a->json && !a->check)
+        return cli_usage_error("merge", "--json applies to --check only");
+    if (positional == 2 && argv[optind + 1][0] == '\0')
+        return cli_usage_error("merge", "OUTPUT_DIR is empty; name the directory to create");
     return 0;
 }
 
@@ -207,22 +250,6 @@ static int apply_overrides(const merge_args *a, sym_merge_config *cfg)
         return cli_usage_error("merge", "--dtype '%s' is not bfloat16, float16 or float32",
                                a->dtype);
     return 0;
-}
-
-typedef struct progress_state {
-    time_t last;
-} progress_state;
-
-static void show_progress(void *context, size_t done, size_t total, const char *tensor)
-{
-    progress_state *p = context;
-    time_t now = time(NULL);
-    if (now == p->last && done < total)
-        return;
-    p->last = now;
-    fprintf(stderr, "\r[%zu/%zu] %-60.60s", done, total, tensor);
-    if (done == total)
-        fputc('\n', stderr);
 }
 
 static void install_signals(void)
@@ -274,6 +301,35 @@ static void print_result(const sym_merge_result *r, const char *output)
     putchar('\n');
 }
 
+/* Runs the merge with the progress line and prints the result and the summary. */
+static int run_merge(int argc, char **argv, merge_args *a, sym_merge_config *cfg)
+{
+    const char *output = a->opts.output;
+    cli_progress progress;
+    bool line = cli_verbosity > 0 && !a->no_progress && isatty(STDERR_FILENO);
+    cli_progress_init(&progress, line, cli_verbosity > 1);
+    a->opts.interrupt = &interrupted;
+    a->opts.progress = cli_progress_update;
+    a->opts.progress_context = &progress;
+    install_signals();
+    sym_merge_result result;
+    sym_error err;
+    sym_status s = sym_merge_run(cfg, &a->opts, &result, &err);
+    cli_progress_finish(&progress);
+    if (s != SYM_OK) {
+        if (s == SYM_ERR_IO)
+            add_resume_hint(&err, output);
+        int rc = cli_fail_error(&err);
+        if (s == SYM_ERR_INTERRUPTED)
+            print_resume_command(argc, argv);
+        return rc;
+    }
+    print_result(&result, output);
+    if (cli_verbosity > 0 && !result.already_complete)
+        cli_merge_summary(&result, output, progress.seconds);
+    return CLI_EXIT_OK;
+}
+
 int cmd_merge(int argc, char **argv)
 {
     merge_args a = {.calibration_tokens = -1, .seed = -1, .router_steps = -1};
@@ -282,40 +338,23 @@ int cmd_merge(int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc != 0)
         return rc < 0 ? CLI_EXIT_OK : rc; /* rc < 0: the help was printed */
-    const char *output = argv[optind + 1];
-    if (strlen(output) > PATH_MAX - 128)
+    const char *config = argv[optind];
+    const char *output = optind + 1 < argc ? argv[optind + 1] : NULL;
+    if (output != NULL && strlen(output) > PATH_MAX - 128)
         return cli_usage_error("merge", "OUTPUT_DIR is longer than %d bytes", PATH_MAX - 128);
 
     sym_merge_config cfg;
     sym_error err;
-    if (sym_merge_config_load(&cfg, argv[optind], &err) != SYM_OK) {
+    if (sym_merge_config_load(&cfg, config, &err) != SYM_OK) {
         sym_merge_config_free(&cfg);
         return cli_fail_error(&err);
     }
     rc = apply_overrides(&a, &cfg);
-    if (rc != 0) {
-        sym_merge_config_free(&cfg);
-        return rc;
-    }
-    progress_state progress = {0};
     a.opts.output = output;
-    a.opts.interrupt = &interrupted;
-    if (cli_verbosity > 0 && isatty(STDERR_FILENO)) {
-        a.opts.progress = show_progress;
-        a.opts.progress_context = &progress;
-    }
-    install_signals();
-    sym_merge_result result;
-    sym_status s = sym_merge_run(&cfg, &a.opts, &result, &err);
+    if (rc == 0 && a.check)
+        rc = cli_merge_check(&cfg, &a.opts, config, a.json);
+    else if (rc == 0)
+        rc = run_merge(argc, argv, &a, &cfg);
     sym_merge_config_free(&cfg);
-    if (s != SYM_OK) {
-        if (s == SYM_ERR_IO)
-            add_resume_hint(&err, output);
-        rc = cli_fail_error(&err);
-        if (s == SYM_ERR_INTERRUPTED)
-            print_resume_command(argc, argv);
-        return rc;
-    }
-    print_result(&result, output);
-    return CLI_EXIT_OK;
+    return rc;
 }
