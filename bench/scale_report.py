@@ -1,0 +1,69 @@
+#!/usr/bin/python3
+"""Summarise one monitored merge: time per stage, per layer, memory and I/O stall.
+
+usage: scale_report.py SUMMARY EVENTS
+
+SUMMARY is monitor.py's "key value" output, EVENTS its --events file (one line per
+journal record: seconds since start, tensor name, bytes). A tensor's time is the gap
+between its record and the previous one, so it includes reading, fusing, writing and
+the fdatasync before the record. The first record's time includes startup (planning,
+headers).
+"""
+import collections
+import sys
+
+
+def stage_of(name):
+    if "embed_tokens" in name:
+        return "embeddings"
+    if name.startswith("lm_head"):
+        return "lm_head"
+    if "norm" in name:
+        return "norms"
+    if ".self_attn." in name:
+        return "attention"
+    if ".gate.weight" in name:
+        return "router"
+    if ".experts." in name:
+        return "experts"
+    return "other"
+
+
+def main():
+    summary = dict(line.split(None, 1) for line in open(sys.argv[1]) if line.strip())
+    summary = {k: v.strip() for k, v in summary.items()}
+    events = [line.split() for line in open(sys.argv[2]) if line.strip()]
+    wall = float(summary["wall_seconds"])
+    stages = collections.OrderedDict()
+    layers = collections.OrderedDict()
+    previous = 0.0
+    for when, name, length in events:
+        when = float(when)
+        if previous == 0.0:
+            stages["startup+" + stage_of(name)] = [when, int(length)]
+        else:
+            stage = stages.setdefault(stage_of(name), [0.0, 0])
+            stage[0] += when - previous
+            stage[1] += int(length)
+            if name.startswith("model.layers."):
+                layer = int(name.split(".")[2])
+                layers[layer] = layers.get(layer, 0.0) + when - previous
+        previous = when
+    stages["finish"] = [wall - previous, 0]
+    print("wall %.1f s, CPU %s s, block I/O delay %s s (%.1f%% of wall)" % (
+        wall, summary.get("cpu_seconds", "?"), summary.get("blkio_delay_seconds", "?"),
+        100.0 * float(summary.get("blkio_delay_seconds", "nan")) / wall))
+    print("peak anonymous memory %.0f MiB, peak RSS %.0f MiB, cgroup peak %.0f MiB" % (
+        int(summary["peak_anon_kib"]) / 1024, int(summary["peak_rss_kib"]) / 1024,
+        int(summary.get("cgroup_peak_kib", "0")) / 1024))
+    for stage, (seconds, nbytes) in stages.items():
+        rate = " %7.0f MB/s written" % (nbytes / 1e6 / seconds) if nbytes and seconds else ""
+        print("  stage %-20s %7.1f s%s" % (stage, seconds, rate))
+    if layers:
+        per_layer = list(layers.values())
+        print("  per layer: mean %.2f s, min %.2f s, max %.2f s over %d layers" % (
+            sum(per_layer) / len(per_layer), min(per_layer), max(per_layer), len(per_layer)))
+
+
+if __name__ == "__main__":
+    main()
