@@ -516,17 +516,25 @@ static sym_status check_disk_space(merge_run *run, sym_error *err)
     return SYM_OK;
 }
 
+/* Bytes per pwrite of tensor data. Each chunk's writeback is started as soon as it is
+ * written, so dirty pages stay near one chunk per tensor and the disk works while the next
+ * chunk is converted, instead of one long fdatasync per tensor. */
+#define WRITE_CHUNK (8u << 20)
+
 static sym_status pwrite_all(int fd, const uint8_t *p, size_t size, uint64_t offset,
                              const char *name, sym_error *err)
 {
     size_t done = 0;
     while (done < size) {
-        ssize_t n = pwrite(fd, p + done, size - done, (off_t)(offset + done));
+        size_t want = size - done < WRITE_CHUNK ? size - done : WRITE_CHUNK;
+        ssize_t n = pwrite(fd, p + done, want, (off_t)(offset + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return sym_error_set(err, SYM_ERR_IO, "%s: write failed: %s", name,
                                  strerror(errno));
+        /* Only a hint: fdatasync before the journal record is what makes it durable. */
+        (void)sync_file_range(fd, (off_t)(offset + done), n, SYNC_FILE_RANGE_WRITE);
         done += (size_t)n;
     }
     return SYM_OK;
@@ -711,6 +719,10 @@ static sym_status write_tensor(merge_run *run, size_t i, sym_error *err)
     if (s == SYM_OK && fdatasync(out.fd) != 0)
         s = sym_error_set(err, SYM_ERR_IO, "tensor '%s': fdatasync failed: %s", t->name,
                           strerror(errno));
+    /* The written pages are clean now and not read again by this run: dropping them keeps
+     * the page cache (and a memory cgroup's charge) from filling with output. */
+    if (s == SYM_OK)
+        (void)posix_fadvise(out.fd, (off_t)t->offset, (off_t)t->nbytes, POSIX_FADV_DONTNEED);
     sym_kill_point();
     if (s == SYM_OK)
         s = sym_journal_append(&run->journal, t->name, t->offset, t->nbytes, t->xxh3, err);
