@@ -2,8 +2,11 @@
 #include "merge_internal.h"
 
 #include <math.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "symphony/fusion.h"
 
@@ -33,13 +36,32 @@ static void source_weights(const sym_merge_sources *src, int layer, double *w)
         w[i] = sum > 0.0 ? w[i] / sum : 1.0 / (double)src->n_experts;
 }
 
+/* Drops a source tensor's pages once it has been read: from this process's mapping, so
+ * RSS does not grow with the model, and from the page cache, because a merge reads each
+ * source tensor once (tied embeddings twice, at the start and the end). */
+static void release_source(const sym_tensor_ref *ref)
+{
+    const sym_st_file *file = ref->file;
+    const uint8_t *begin = sym_st_data(file, ref->info);
+    uint64_t length = ref->info->numel * (sym_dtype_bits(ref->info->dtype) / 8);
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t first = (uintptr_t)begin / page * page;
+    uintptr_t end = ((uintptr_t)begin + length) / page * page;
+    if (end > first)
+        (void)madvise((void *)first, end - first, MADV_DONTNEED);
+    (void)posix_fadvise(file->fd, (off_t)(begin - file->map), (off_t)length,
+                        POSIX_FADV_DONTNEED);
+}
+
 static sym_status read_whole(const sym_tensor_ref *ref, float **out, sym_error *err)
 {
     *out = malloc(ref->info->numel * sizeof **out + 1);
     if (*out == NULL)
         return sym_error_set(err, SYM_ERR_NOMEM, "tensor '%s': out of memory",
                              ref->info->name);
-    return sym_tensor_read_f32(ref, 0, ref->info->numel, *out, err);
+    sym_status s = sym_tensor_read_f32(ref, 0, ref->info->numel, *out, err);
+    release_source(ref);
+    return s;
 }
 
 static void free_all(float **bufs, size_t n)
@@ -167,6 +189,8 @@ static sym_status produce_vocab(const sym_merge_sources *src, const sym_tensor_j
         if (s == SYM_OK)
             s = sink->write(sink->context, out, rows * src->hidden, err);
     }
+    for (size_t i = 0; i < n; i++)
+        release_source(refs[i]);
     free_all(bufs, n);
     free(out);
     return s;
