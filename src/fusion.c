@@ -74,11 +74,27 @@ void sym_fusion_combine(const float *const *src, const double *coef, size_t n, s
     }
 }
 
+/* Values per block of the branch-free scan in sym_find_nonfinite. */
+#define FINITE_BLOCK 1024u
+
 size_t sym_find_nonfinite(const float *values, size_t count)
 {
-    for (size_t j = 0; j < count; j++)
-        if (!isfinite(values[j]))
-            return j;
+    /* A float is NaN or Inf exactly when its exponent bits are all ones. Scanning a block
+     * without branches lets the compiler vectorise it; only a block with a hit is searched
+     * again for the first index. */
+    for (size_t base = 0; base < count; base += FINITE_BLOCK) {
+        size_t len = count - base < FINITE_BLOCK ? count - base : FINITE_BLOCK;
+        uint32_t bits[FINITE_BLOCK];
+        memcpy(bits, values + base, len * sizeof *bits);
+        uint32_t any = 0;
+        for (size_t j = 0; j < len; j++)
+            any |= (uint32_t)((bits[j] & 0x7f800000u) == 0x7f800000u);
+        if (any == 0)
+            continue;
+        for (size_t j = 0; j < len; j++)
+            if (!isfinite(values[base + j]))
+                return base + j;
+    }
     return count;
 }
 
