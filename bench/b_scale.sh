@@ -91,7 +91,7 @@ done
 # Kill at 50% of the output bytes, then resume; compare with the uninterrupted run.
 layers=$resume_layers
 make_sources "$layers"
-half=$(awk '{ total += $3 } END { printf "%d", total / 2 }' "$dir/merge$layers.events")
+half=$(awk '{ total += $3 } END { printf "%.0f", total / 2 }' "$dir/merge$layers.events")
 rm -rf "$dir/out$layers" "$dir/out$layers.partial"
 monitored_merge "kill$layers" "$layers" --kill-at-bytes "$half"
 monitored_merge "resume$layers" "$layers"

@@ -5,7 +5,7 @@ set terminal pngcairo size 1000,700 noenhanced
 set output output
 set multiplot layout 2,1 title title
 set grid
-set key inside top left
+set key below
 set xlabel "seconds"
 
 # Throughput between consecutive samples, from the cumulative byte counters; each curve

@@ -7,7 +7,8 @@ SUMMARY is monitor.py's "key value" output, EVENTS its --events file (one line p
 journal record: seconds since start, tensor name, bytes). A tensor's time is the gap
 between its record and the previous one, so it includes reading, fusing, writing and
 the fdatasync before the record. The first record's time includes startup (planning,
-headers).
+headers). The merge deletes its journal when it publishes the output, so records written
+just before that may be missed; "finish" then includes them.
 """
 import collections
 import sys
@@ -50,9 +51,13 @@ def main():
                 layers[layer] = layers.get(layer, 0.0) + when - previous
         previous = when
     stages["finish"] = [wall - previous, 0]
-    print("wall %.1f s, CPU %s s, block I/O delay %s s (%.1f%% of wall)" % (
-        wall, summary.get("cpu_seconds", "?"), summary.get("blkio_delay_seconds", "?"),
-        100.0 * float(summary.get("blkio_delay_seconds", "nan")) / wall))
+    cpu = float(summary.get("cpu_seconds", "nan"))
+    blkio = float(summary.get("blkio_delay_seconds", "nan"))
+    # With one thread, time off the CPU is time spent waiting: for reads, writeback and
+    # fdatasync. Block I/O delay counts only the waits the kernel marks as I/O waits.
+    print("wall %.1f s, CPU %.1f s, off-CPU %.1f s (%.1f%% of wall), block I/O delay "
+          "%.1f s (%.1f%% of wall)" % (wall, cpu, wall - cpu, 100.0 * (wall - cpu) / wall,
+                                       blkio, 100.0 * blkio / wall))
     print("peak anonymous memory %.0f MiB, peak RSS %.0f MiB, cgroup peak %.0f MiB" % (
         int(summary["peak_anon_kib"]) / 1024, int(summary["peak_rss_kib"]) / 1024,
         int(summary.get("cgroup_peak_kib", "0")) / 1024))
