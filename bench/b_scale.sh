@@ -13,10 +13,10 @@
 set -eu
 py=${SYMPHONY_PYTHON:-/usr/bin/python3}
 dir=${BENCH_DIR:-/tmp/symphony-bench-scale}
-layers_list=${LAYERS:-2 4 8}
+layers_list=${LAYERS-2 4 8}
 limit=${LIMIT:-4294967296}
 resume_layers=${RESUME_LAYERS:-4}
-torch_layers=${TORCH_LAYERS:-2 4}
+torch_layers=${TORCH_LAYERS-2 4}
 calibration=${CALIBRATION:-0}
 bench="$SYMPHONY_TOP/bench"
 mkdir -p "$dir"
