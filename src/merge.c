@@ -741,6 +741,11 @@ static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
     for (size_t i = 0; i < run->plan.n_tensors; i++) {
         if (run->done[i])
             continue;
+        size_t next = i + 1;
+        while (next < run->plan.n_tensors && run->done[next])
+            next++;
+        if (next < run->plan.n_tensors)
+            sym_job_prefetch(&run->sources, &run->jobs[next]);
         sym_status s = write_tensor(run, i, err);
         if (s != SYM_OK)
             return s;

@@ -261,6 +261,41 @@ sym_status sym_produce_tensor(const sym_merge_sources *src, const sym_tensor_job
     return sym_error_set(err, SYM_ERR_INVALID, "unknown tensor job %d", (int)job->kind);
 }
 
+/* Asks the kernel to read a source tensor into the page cache in the background. */
+static void prefetch_source(const sym_tensor_ref *ref)
+{
+    const uint8_t *begin = sym_st_data(ref->file, ref->info);
+    uint64_t length = ref->info->numel * (sym_dtype_bits(ref->info->dtype) / 8);
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t first = (uintptr_t)begin / page * page;
+    if (length > 0)
+        (void)madvise((void *)first, (uintptr_t)begin + length - first, MADV_WILLNEED);
+}
+
+void sym_job_prefetch(const sym_merge_sources *src, const sym_tensor_job *job)
+{
+    switch (job->kind) {
+    case SYM_JOB_NORM:
+    case SYM_JOB_ATTENTION:
+        if (job->kind == SYM_JOB_ATTENTION && src->cfg->attention == SYM_ATTENTION_BASE) {
+            prefetch_source(sym_model_tensor(src->anchor, job->role, job->layer, -1));
+            return;
+        }
+        for (size_t i = 0; i < src->n_experts; i++)
+            prefetch_source(sym_model_tensor(src->experts[i], job->role, job->layer, -1));
+        return;
+    case SYM_JOB_EXPERT:
+        prefetch_source(sym_model_tensor(src->experts[job->expert], job->role, job->layer, -1));
+        return;
+    case SYM_JOB_EMBED:
+    case SYM_JOB_LM_HEAD:
+    case SYM_JOB_ROUTER:
+        /* Embeddings are read in row blocks with the kernel's own readahead; routers read
+         * nothing. */
+        return;
+    }
+}
+
 uint64_t sym_job_memory(const sym_merge_sources *src, const sym_tensor_job *job, uint64_t numel)
 {
     uint64_t n = src->n_experts;
