@@ -120,15 +120,22 @@ def read_fields(path, keys):
 
 
 def stat_times(pid):
-    """Return (utime + stime, delayacct_blkio_ticks) of pid in seconds, or None."""
+    """Return (utime + stime, delayacct_blkio_ticks, run-queue wait) of pid in seconds.
+
+    The run-queue wait (second field of /proc/PID/schedstat) is time spent runnable but
+    not running: on a busy machine it separates waiting for a CPU from waiting for I/O.
+    """
     try:
         with open("/proc/%d/stat" % pid) as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
+        with open("/proc/%d/schedstat" % pid) as fh:
+            run_queue_ns = int(fh.read().split()[1])
+    except (OSError, IndexError, ValueError):
         return None
     tick = os.sysconf("SC_CLK_TCK")
     # fields[0] is field 3 (state): utime is field 14, stime 15, blkio ticks 42.
-    return (int(fields[11]) + int(fields[12])) / tick, int(fields[39]) / tick
+    return ((int(fields[11]) + int(fields[12])) / tick, int(fields[39]) / tick,
+            run_queue_ns / 1e9)
 
 
 class JournalWatch:
@@ -228,6 +235,9 @@ def main():
         # From the last sample, up to one interval before the end.
         print("cpu_seconds %.2f" % times[0])
         print("blkio_delay_seconds %.2f" % times[1])
+        print("run_queue_wait_seconds %.2f" % times[2])
+    with open("/proc/loadavg") as fh:
+        print("load_average_1min %s" % fh.read().split()[0])
     if watch:
         watch.poll(wall)
         if args.events:

@@ -53,11 +53,16 @@ def main():
     stages["finish"] = [wall - previous, 0]
     cpu = float(summary.get("cpu_seconds", "nan"))
     blkio = float(summary.get("blkio_delay_seconds", "nan"))
-    # With one thread, time off the CPU is time spent waiting: for reads, writeback and
-    # fdatasync. Block I/O delay counts only the waits the kernel marks as I/O waits.
-    print("wall %.1f s, CPU %.1f s, off-CPU %.1f s (%.1f%% of wall), block I/O delay "
-          "%.1f s (%.1f%% of wall)" % (wall, cpu, wall - cpu, 100.0 * (wall - cpu) / wall,
-                                       blkio, 100.0 * blkio / wall))
+    run_queue = float(summary.get("run_queue_wait_seconds", "nan"))
+    # Wall time = CPU time + time runnable but waiting for a CPU (run queue) + time
+    # blocked. The merge runs one thread, so blocked time is time waiting for reads,
+    # writeback and fdatasync: the I/O stall. Block I/O delay counts only the waits the
+    # kernel marks as I/O waits, so it is given as a cross-check.
+    blocked = wall - cpu - run_queue
+    print("wall %.1f s = CPU %.1f s + run queue %.1f s + blocked %.1f s; I/O stall "
+          "(blocked) %.1f%% of wall, block I/O delay %.1f s (%.1f%%); load average %s" % (
+              wall, cpu, run_queue, blocked, 100.0 * blocked / wall, blkio,
+              100.0 * blkio / wall, summary.get("load_average_1min", "?")))
     print("peak anonymous memory %.0f MiB, peak RSS %.0f MiB, cgroup peak %.0f MiB" % (
         int(summary["peak_anon_kib"]) / 1024, int(summary["peak_rss_kib"]) / 1024,
         int(summary.get("cgroup_peak_kib", "0")) / 1024))
