@@ -7,15 +7,16 @@
 # PyTorch merge of the same sources. Results go to $BENCH_DIR/results.txt; samples for
 # plot_scale.gp to $BENCH_DIR/*.tsv.
 #
-# Settings (environment): LAYERS ("2 4 8"), LIMIT (4294967296), RESUME_LAYERS (4),
-# TORCH_LAYERS ("2 4"), CALIBRATION (0), BENCH_DIR (/tmp/symphony-bench-scale),
-# KEEP=1 keeps the checkpoints.
+# Settings (environment): LAYERS ("2 4 8"), LIMIT (4294967296), RESUME_LAYERS (4; it
+# needs the merge of that many layers from LAYERS), TORCH_LAYERS ("2 4"), CALIBRATION
+# (0), THREADS (1), BENCH_DIR (/tmp/symphony-bench-scale), KEEP=1 keeps the checkpoints.
+# An empty LAYERS, RESUME_LAYERS or TORCH_LAYERS skips that part.
 set -eu
 py=${SYMPHONY_PYTHON:-/usr/bin/python3}
 dir=${BENCH_DIR:-/tmp/symphony-bench-scale}
 layers_list=${LAYERS-2 4 8}
 limit=${LIMIT:-4294967296}
-resume_layers=${RESUME_LAYERS:-4}
+resume_layers=${RESUME_LAYERS-4}
 torch_layers=${TORCH_LAYERS-2 4}
 calibration=${CALIBRATION:-0}
 bench="$SYMPHONY_TOP/bench"
@@ -48,6 +49,15 @@ make_sources() { # layers
             vocab=32000 dtype=BF16 shards=2 seed=$seed
         mv "$m.tmp" "$m"
     done
+    # Calibration text: random lower-case words, different per domain. The synthetic
+    # tokenizer has no merges, so every byte becomes one token.
+    for seed in 1 2; do
+        [ -f "$dir/calib$seed.txt" ] || "$py" -c 'import random, sys
+random.seed(int(sys.argv[1]))
+words = ["".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(random.randint(2, 9)))
+         for _ in range(400)]
+print(" ".join(random.choice(words) for _ in range(40000)))' "$seed" >"$dir/calib$seed.txt"
+    done
     cat >"$dir/merge$1.yml" <<YAML
 base_model: $dir/src$1-1
 dtype: bfloat16
@@ -55,7 +65,9 @@ experts_per_token: 2
 gate_mode: random
 experts:
   - source_model: $dir/src$1-1
+    calibration: $dir/calib1.txt
   - source_model: $dir/src$1-2
+    calibration: $dir/calib2.txt
 symphony:
   attention: slerp
 YAML
@@ -89,13 +101,13 @@ for layers in $layers_list; do
 done
 
 # Kill at 50% of the output bytes, then resume; compare with the uninterrupted run.
-layers=$resume_layers
-make_sources "$layers"
-half=$(awk '{ total += $3 } END { printf "%.0f", total / 2 }' "$dir/merge$layers.events")
-rm -rf "$dir/out$layers" "$dir/out$layers.partial"
-monitored_merge "kill$layers" "$layers" --kill-at-bytes "$half"
-monitored_merge "resume$layers" "$layers"
-"$py" - "$dir" "$layers" <<'PY' | tee -a "$results"
+for layers in $resume_layers; do
+    make_sources "$layers"
+    half=$(awk '{ total += $3 } END { printf "%.0f", total / 2 }' "$dir/merge$layers.events")
+    rm -rf "$dir/out$layers" "$dir/out$layers.partial"
+    monitored_merge "kill$layers" "$layers" --kill-at-bytes "$half"
+    monitored_merge "resume$layers" "$layers"
+    "$py" - "$dir" "$layers" <<'PY' | tee -a "$results"
 import sys
 d, layers = sys.argv[1], sys.argv[2]
 def summary(tag):
@@ -118,6 +130,7 @@ print("== resume after SIGKILL at %.0f%% of the bytes (%d layers): uninterrupted
       int(layers), remaining, took, took - remaining, 100 * (took - remaining) / remaining,
       resume["exit_status"].strip()))
 PY
+done
 
 # The in-memory PyTorch merge, first without a limit, then inside the same cgroup.
 for layers in $torch_layers; do
