@@ -26,6 +26,9 @@ static bool kill_with_interrupt(void)
 #define RECORD_MAGIC 0x314a5953u /* "SYJ1" */
 #define RECORD_FIXED 32u         /* magic, name length, offset, length, xxh3 */
 #define MAX_NAME 4096u
+/* A record is at most 4136 bytes, so this allows about 60,000 tensors of the longest names,
+ * far more than any Mixtral-style plan has. */
+#define MAX_JOURNAL_BYTES ((uint64_t)256 << 20)
 
 static void put_u32(uint8_t *p, uint32_t v)
 {
@@ -67,6 +70,9 @@ static size_t parse_record(const uint8_t *data, size_t size, sym_journal_record 
     size_t body = RECORD_FIXED + name_len;
     if (XXH3_64bits(data, body) != get_u64(data + body))
         return 0;
+    /* Tensor names never contain NUL, and strndup would cut the name there. */
+    if (memchr(data + RECORD_FIXED, '\0', name_len) != NULL)
+        return 0;
     rec->name = strndup((const char *)data + RECORD_FIXED, name_len);
     if (rec->name == NULL)
         return 0;
@@ -82,6 +88,11 @@ static sym_status read_whole(int fd, const char *path, uint8_t **data, size_t *s
     struct stat st;
     if (fstat(fd, &st) != 0)
         return sym_error_set(err, SYM_ERR_IO, "%s: stat failed: %s", path, strerror(errno));
+    if ((uint64_t)st.st_size > MAX_JOURNAL_BYTES)
+        return sym_error_set(err, SYM_ERR_LIMIT,
+                             "%s: the journal is %lld bytes, more than the limit of %llu; "
+                             "rerun with --restart to start over", path, (long long)st.st_size,
+                             (unsigned long long)MAX_JOURNAL_BYTES);
     *size = (size_t)st.st_size;
     *data = malloc(*size ? *size : 1);
     if (*data == NULL)

@@ -2,25 +2,35 @@
  *
  * Algorithm. The solver follows Jonker and Volgenant, "A shortest augmenting path algorithm
  * for dense and sparse linear assignment problems", Computing 38 (1987): column reduction,
- * reduction transfer, two rounds of augmenting row reduction, then one Dijkstra search per
- * row that is still free. Column duals v are f64; row duals are implicit
+ * reduction transfer, two rounds of augmenting row reduction (ARR), then one Dijkstra search
+ * per row that is still free. Column duals v are f64; row duals are implicit
  * (u[i] = c[i][x[i]] - v[x[i]]). Every phase keeps the JV invariant that an assigned row's
- * column attains the minimum of c[i][j] - v[j] over its row, so the search only ever sees
- * non-negative reduced costs up to rounding.
+ * column attains the minimum of c[i][j] - v[j] over its row, so every reduced cost that
+ * the search uses is non-negative, up to rounding.
  *
  * Why JV and not auction: auction with epsilon scaling is exact only when the final epsilon
  * is below (smallest gap between distinct assignment totals) / n, which has no useful bound
- * for f32 data, and its bidding touches every row many times. JV is exact in f64, and its
- * initialisation phases assign most rows of the matrices this program meets with one or two
- * passes over the matrix; the timings are in docs/BENCHMARKS.md.
+ * for f32 data. JV is exact in f64, and its initialisation assigns most rows cheaply. On
+ * the 13824 x 13824 benchmark matrices (bench/b_lap.sh), column reduction and reduction
+ * transfer left about 37% of the rows free, and ARR brought that to 1-3% with 8n row
+ * reads. The searches then scanned about 0.38 million rows (uniform matrix) or 0.84
+ * million (noisy planted permutation). Times against scipy are in docs/BENCHMARKS.md.
  *
  * Layout. The matrix is never copied or transposed: maximisation multiplies each element by
  * -1 as it is read, column reduction walks rows and keeps running column minima, and every
- * other phase reads whole rows. Each row operation (top-2 search, Dijkstra scan) is split by
- * columns across a spinning thread team (lap_team.c) because one row is tens of kilobytes at
- * the sizes that matter and a row read is bound by memory bandwidth. The scan over a row is
- * dense: done columns are skipped by a d[j] = -infinity mark instead of a compacted list, so
- * that the kernels (lap_kernels.c) read the row contiguously with AVX2.
+ * other phase reads whole rows. A search scans rows densely: a finished column is skipped by
+ * marks in v and d (see lap_scan_args) instead of a compacted list, so that the kernels
+ * (lap_kernels.c) read each row contiguously with AVX-512 or AVX2. A scan skips each
+ * 256-column chunk of a row whose lower bound on the reduced costs puts it beyond the
+ * nearest free column (see chunk_is_out_of_reach). On the noisy 13824 matrix that skipped
+ * about half of the chunks and cut the solve time by about a fifth.
+ *
+ * Threads. Column reduction and reduction transfer, which read the whole matrix once, are
+ * split across a thread team (lap_team.c). The row operations of ARR and the searches run
+ * on the calling thread: splitting each row across two threads was measured at n = 13824
+ * and was no faster (one row is about 8 us of memory traffic, close to the cost of handing
+ * half of it to another core), and it was several times slower whenever the second core
+ * was busy. The team is therefore stopped before ARR, so that no idle worker spins.
  */
 #include "symphony/lap.h"
 
@@ -31,20 +41,28 @@
 
 #include "lap_internal.h"
 
-/* Below this size one thread is faster than waking a second one for every row. */
-#define LAP_MIN_COLUMNS_PER_THREAD 512
+/* Columns per chunk of a row. A search keeps the minimum of d and a lower bound of each
+ * row's reduced costs per chunk, to skip chunks that cannot matter and to find the column
+ * of the minimum quickly. 256 was faster than 1024 and as fast as 128 at n = 13824. */
+#define LAP_CHUNK_COLUMNS 256
+/* Columns per task of column reduction, and the fewest columns worth a thread. */
+#define LAP_COLMIN_COLUMNS 1024
+/* Rows per chunk of reduction transfer. */
+#define LAP_CHUNK_ROWS 64
 /* Upper bound on the rows scanned by augmenting row reduction, in units of n. The phase
- * only speeds up the search that follows, so stopping it early is always safe, and the
- * bound keeps rounding-level decrements of v from chaining for a long time. */
+ * only speeds up the searches that follow, so stopping it early is safe. Of the bounds
+ * tried on the benchmark matrices (2n to 64n, at n = 4096 and 13824), 8n was the fastest. */
 #define LAP_ARR_SCAN_LIMIT 8
 #define LAP_MAX_THREADS 64
 
-typedef struct lap_part_result {
+/* Result of one chunk, padded to its own cache lines. */
+typedef struct lap_chunk_result {
     lap_top2 top2;
-    lap_scan_result scan;
+    double scan_min;
+    int scan_min_stale; /* a column was finished since scan_min was computed */
     int nonfinite;
     char pad[64];
-} lap_part_result;
+} lap_chunk_result;
 
 typedef struct lap_solver {
     const float *cost;
@@ -60,25 +78,33 @@ typedef struct lap_solver {
     int32_t *pred;      /* [n] predecessor row of each column on the search tree */
     int32_t *free_rows; /* [n] rows still free */
     size_t free_count;
+    int32_t *free_cols; /* [n] columns still free */
+    size_t free_col_count;
     int32_t *done;      /* [n] columns finished by the current search */
     double *done_d;     /* [n] their path lengths */
-    lap_part_result *parts;
+    double *done_v;     /* [n] their v before the search */
+    size_t chunk_columns;  /* multiple of 16 floats (one cache line) */
+    size_t colmin_columns; /* columns per column reduction task, >= chunk_columns */
+    size_t column_chunks;
+    lap_chunk_result *chunks;
+    /* [n][column_chunks] lower bounds of c[i][j] - v[j] over each chunk of each row,
+     * -HUGE_VAL until the row is scanned. They stay valid because v never increases. */
+    double *chunk_bounds;
+    int32_t *done_in_chunk; /* [column_chunks] finished columns of the current search */
+    double free_bound;      /* smallest d over free columns during a search */
 
-    /* Arguments of the task being run by the team. */
+    /* Arguments of the task being run. */
     const float *task_row;
     lap_scan_args scan_args;
     lap_colmin_args colmin_args;
     int32_t *matches;
+    size_t transfer_first_chunk;
 } lap_solver;
 
-/* Columns lo..hi-1 of part `part`, cut at multiples of 16 floats (one cache line). */
-static void part_range(size_t n, int part, int parts, size_t *lo, size_t *hi)
+static void chunk_range(const lap_solver *s, size_t chunk, size_t *lo, size_t *hi)
 {
-    size_t blocks = (n + 15) / 16;
-    size_t b0 = blocks * (size_t)part / (size_t)parts;
-    size_t b1 = blocks * (size_t)(part + 1) / (size_t)parts;
-    *lo = b0 * 16 < n ? b0 * 16 : n;
-    *hi = b1 * 16 < n ? b1 * 16 : n;
+    *lo = chunk * s->chunk_columns;
+    *hi = *lo + s->chunk_columns < s->n ? *lo + s->chunk_columns : s->n;
 }
 
 /* ---- argument checks ---- */
@@ -110,7 +136,7 @@ static sym_status check_arguments(const float *cost, size_t n, sym_lap_sense sen
     if (threads < 0)
         return sym_error_set(err, SYM_ERR_INVALID, "assignment: thread count %d is "
                              "negative; use 0 for one per CPU", threads);
-    if (n > SYM_LAP_MAX_N || n > SIZE_MAX / sizeof(float) / n)
+    if (n > SYM_LAP_MAX_N || (n > 0 && n > SIZE_MAX / sizeof(float) / n))
         return sym_error_set(err, SYM_ERR_LIMIT, "assignment: n = %zu exceeds the "
                              "maximum %zu", n, (size_t)SYM_LAP_MAX_N);
     return SYM_OK;
@@ -123,7 +149,7 @@ static int choose_threads(int requested, size_t n)
         cpus = 1;
     if (cpus > LAP_MAX_THREADS)
         cpus = LAP_MAX_THREADS;
-    size_t useful = n / LAP_MIN_COLUMNS_PER_THREAD;
+    size_t useful = n / LAP_COLMIN_COLUMNS;
     if (useful < 1)
         useful = 1;
     return (int)((size_t)cpus < useful ? (size_t)cpus : useful);
@@ -142,8 +168,12 @@ static void solver_free(lap_solver *s)
     free(s->free_rows);
     free(s->done);
     free(s->done_d);
+    free(s->done_v);
+    free(s->free_cols);
     free(s->matches);
-    free(s->parts);
+    free(s->chunks);
+    free(s->chunk_bounds);
+    free(s->done_in_chunk);
 }
 
 static sym_status solver_init(lap_solver *s, const float *cost, size_t n, sym_lap_sense sense,
@@ -163,13 +193,24 @@ static sym_status solver_init(lap_solver *s, const float *cost, size_t n, sym_la
     s->free_rows = malloc(n * sizeof *s->free_rows);
     s->done = malloc(n * sizeof *s->done);
     s->done_d = malloc(n * sizeof *s->done_d);
+    s->done_v = malloc(n * sizeof *s->done_v);
+    s->free_cols = malloc(n * sizeof *s->free_cols);
     s->matches = calloc(n, sizeof *s->matches);
-    s->parts = calloc(LAP_MAX_THREADS, sizeof *s->parts);
+    s->chunk_columns = LAP_CHUNK_COLUMNS;
+    s->colmin_columns = LAP_COLMIN_COLUMNS;
+    while ((n + s->colmin_columns - 1) / s->colmin_columns > LAP_TEAM_MAX_CHUNKS)
+        s->colmin_columns *= 2;
+    s->column_chunks = (n + s->chunk_columns - 1) / s->chunk_columns;
+    s->chunks = calloc(s->column_chunks, sizeof *s->chunks);
+    s->chunk_bounds = malloc(n * s->column_chunks * sizeof *s->chunk_bounds);
+    s->done_in_chunk = calloc(s->column_chunks, sizeof *s->done_in_chunk);
     if (!s->v || !s->d || !s->x || !s->y || !s->pred || !s->free_rows || !s->done ||
-        !s->done_d || !s->matches || !s->parts) {
+        !s->done_d || !s->done_v || !s->free_cols || !s->matches || !s->chunks ||
+        !s->chunk_bounds || !s->done_in_chunk) {
         solver_free(s);
         return sym_error_set(err, SYM_ERR_NOMEM, "assignment: cannot allocate work space "
-                             "for n = %zu (about %zu MiB)", n, n * 48 >> 20);
+                             "for n = %zu (about %zu MiB)", n,
+                             (n * 64 + n * s->column_chunks * 8) >> 20);
     }
     sym_status status = lap_team_start(&s->team, choose_threads(threads, n), err);
     if (status != SYM_OK)
@@ -179,54 +220,79 @@ static sym_status solver_init(lap_solver *s, const float *cost, size_t n, sym_la
 
 /* ---- parallel row operations ---- */
 
-static void top2_task(void *ctx, int part, int parts)
+static void top2_task(void *ctx, size_t chunk)
 {
     lap_solver *s = ctx;
     size_t lo, hi;
-    part_range(s->n, part, parts, &lo, &hi);
-    s->kernels->top2(s->task_row, s->v, s->sign, lo, hi, &s->parts[part].top2);
+    chunk_range(s, chunk, &lo, &hi);
+    s->kernels->top2(s->task_row, s->v, s->sign, lo, hi, &s->chunks[chunk].top2);
 }
 
 /* Returns the two smallest c[i][j] - v[j] of row i. */
 static lap_top2 row_top2(lap_solver *s, size_t i)
 {
     s->task_row = s->cost + i * s->n;
-    lap_team_run(&s->team, top2_task, s);
-    lap_top2 t = s->parts[0].top2;
-    for (int p = 1; p < s->team.parts; p++)
-        lap_top2_merge(&t, &s->parts[p].top2);
+    for (size_t c = 0; c < s->column_chunks; c++)
+        top2_task(s, c);
+    lap_top2 t = s->chunks[0].top2;
+    for (size_t c = 1; c < s->column_chunks; c++)
+        lap_top2_merge(&t, &s->chunks[c].top2);
     return t;
 }
 
-static void scan_task(void *ctx, int part, int parts)
+/* Returns nonzero when no column of the chunk can get a d below free_bound from the row
+ * being scanned. Such updates never matter: the search ends at a free column no farther
+ * than free_bound, so a column that only they would lower is never finished. The margin
+ * covers the rounding of the bound and of the kernel's arithmetic. */
+static int chunk_is_out_of_reach(const lap_solver *s, double bound)
 {
-    lap_solver *s = ctx;
-    size_t lo, hi;
-    part_range(s->n, part, parts, &lo, &hi);
-    s->kernels->scan(&s->scan_args, lo, hi, &s->parts[part].scan);
+    double offset = s->scan_args.offset, limit = s->free_bound;
+    if (s->scan_args.assign_all || bound == -HUGE_VAL || limit == HUGE_VAL)
+        return 0;
+    double margin = 1e-12 * (fabs(bound) + fabs(offset) + fabs(limit));
+    return bound - offset - limit > margin;
 }
 
-static lap_scan_result row_scan(lap_solver *s, int32_t i, double offset, int assign_all)
+static void scan_task(void *ctx, size_t chunk)
+{
+    lap_solver *s = ctx;
+    double *bound = &s->chunk_bounds[(size_t)s->scan_args.row_index * s->column_chunks + chunk];
+    if (!s->chunks[chunk].scan_min_stale && chunk_is_out_of_reach(s, *bound))
+        return; /* d is unchanged, so is the chunk's minimum */
+
+    size_t lo, hi;
+    chunk_range(s, chunk, &lo, &hi);
+    double min_h;
+    s->chunks[chunk].scan_min = s->kernels->scan(&s->scan_args, lo, hi, &min_h);
+    s->chunks[chunk].scan_min_stale = 0;
+    /* A finished column reads as +infinity, so the minimum bounds the others only. */
+    if (s->done_in_chunk[chunk] == 0)
+        *bound = min_h + s->scan_args.offset;
+}
+
+/* Scans row i (see lap_scan_args) and returns the smallest d over unfinished columns. */
+static double row_scan(lap_solver *s, int32_t i, double offset, int assign_all)
 {
     s->scan_args.row = s->cost + (size_t)i * s->n;
     s->scan_args.offset = offset;
     s->scan_args.row_index = i;
     s->scan_args.assign_all = assign_all;
-    lap_team_run(&s->team, scan_task, s);
-    lap_scan_result r = s->parts[0].scan;
-    for (int p = 1; p < s->team.parts; p++)
-        lap_scan_merge(&r, &s->parts[p].scan);
-    return r;
+    for (size_t c = 0; c < s->column_chunks; c++)
+        scan_task(s, c);
+    double m = s->chunks[0].scan_min;
+    for (size_t c = 1; c < s->column_chunks; c++)
+        m = s->chunks[c].scan_min < m ? s->chunks[c].scan_min : m;
+    return m;
 }
 
 /* ---- phase 1: column reduction ---- */
 
-static void colmin_task(void *ctx, int part, int parts)
+static void colmin_task(void *ctx, size_t chunk)
 {
     lap_solver *s = ctx;
-    size_t lo, hi;
-    part_range(s->n, part, parts, &lo, &hi);
-    s->parts[part].nonfinite = s->kernels->colmin(&s->colmin_args, lo, hi);
+    size_t lo = chunk * s->colmin_columns;
+    size_t hi = lo + s->colmin_columns < s->n ? lo + s->colmin_columns : s->n;
+    s->chunks[chunk].nonfinite = s->kernels->colmin(&s->colmin_args, lo, hi);
 }
 
 /* Sets v[j] to the column minimum and assigns each column to its first minimal row when
@@ -237,9 +303,11 @@ static sym_status column_reduction(lap_solver *s, sym_error *err)
     size_t n = s->n;
     float *col_min = (float *)s->d; /* d is free until the search phase */
     s->colmin_args = (lap_colmin_args){s->cost, n, (float)s->sign, col_min, s->pred};
-    lap_team_run(&s->team, colmin_task, s);
-    for (int p = 0; p < s->team.parts; p++) {
-        if (s->parts[p].nonfinite)
+    /* No more tasks than chunks, because colmin_columns >= chunk_columns. */
+    size_t tasks = (n + s->colmin_columns - 1) / s->colmin_columns;
+    lap_team_run(&s->team, colmin_task, s, tasks);
+    for (size_t c = 0; c < tasks; c++) {
+        if (s->chunks[c].nonfinite)
             return find_nonfinite(s->cost, n, err);
     }
 
@@ -264,12 +332,12 @@ static sym_status column_reduction(lap_solver *s, sym_error *err)
 
 /* ---- phase 2: reduction transfer ---- */
 
-static void transfer_task(void *ctx, int part, int parts)
+static void transfer_task(void *ctx, size_t chunk)
 {
     lap_solver *s = ctx;
     size_t n = s->n;
-    size_t r0 = n * (size_t)part / (size_t)parts;
-    size_t r1 = n * (size_t)(part + 1) / (size_t)parts;
+    size_t r0 = (s->transfer_first_chunk + chunk) * LAP_CHUNK_ROWS;
+    size_t r1 = r0 + LAP_CHUNK_ROWS < n ? r0 + LAP_CHUNK_ROWS : n;
 
     for (size_t i = r0; i < r1; i++) {
         if (s->matches[i] != 1)
@@ -286,7 +354,13 @@ static void transfer_task(void *ctx, int part, int parts)
  * the invariant because each v only decreases. Collects the rows that got no column. */
 static void reduction_transfer(lap_solver *s)
 {
-    lap_team_run(&s->team, transfer_task, s);
+    size_t chunks = (s->n + LAP_CHUNK_ROWS - 1) / LAP_CHUNK_ROWS;
+    for (size_t first = 0; first < chunks; first += LAP_TEAM_MAX_CHUNKS) {
+        s->transfer_first_chunk = first;
+        size_t count = chunks - first;
+        lap_team_run(&s->team, transfer_task, s,
+                     count < LAP_TEAM_MAX_CHUNKS ? count : LAP_TEAM_MAX_CHUNKS);
+    }
     s->free_count = 0;
     for (size_t i = 0; i < s->n; i++) {
         if (s->matches[i] == 0)
@@ -298,10 +372,10 @@ static void reduction_transfer(lap_solver *s)
 
 /* ---- phase 3: augmenting row reduction ---- */
 
-/* One JV round over the free rows: each takes its best column, pushing out the owner. When
- * the best is strictly better than the second best, v drops so that both tie and the
- * evicted row is handled at once; otherwise the row takes the second best and the evicted
- * row waits for the next round. Returns nonzero when the scan budget ran out. */
+/* Runs one JV round over the free rows: each takes its best column and evicts the owner.
+ * When the best is strictly better than the second best, v of the best drops until both
+ * tie, and the evicted row is handled next. Otherwise the row takes the second best and the
+ * evicted row waits for the next round. Returns nonzero when the scan budget ran out. */
 static int augmenting_row_reduction(lap_solver *s, size_t *scans_left)
 {
     size_t k = 0, pending = s->free_count;
@@ -342,62 +416,115 @@ static int augmenting_row_reduction(lap_solver *s, size_t *scans_left)
 
 /* ---- phase 4: shortest augmenting paths ---- */
 
-static int64_t find_free_column(const lap_solver *s, double length)
+/* Returns the position in free_cols of the first free column at distance `length`, or -1,
+ * and updates free_bound. The list is short during the search phase: one entry per row
+ * still free. */
+static int64_t find_free_column(lap_solver *s, double length)
 {
-    for (size_t j = 0; j < s->n; j++) {
-        if (s->y[j] < 0 && s->d[j] == length)
-            return (int64_t)j;
+    int64_t found = -1;
+    double bound = HUGE_VAL;
+    for (size_t k = 0; k < s->free_col_count; k++) {
+        int32_t j = s->free_cols[k];
+        bound = s->d[j] < bound ? s->d[j] : bound;
+        if (s->d[j] == length && (found < 0 || j < s->free_cols[found]))
+            found = (int64_t)k;
+    }
+    s->free_bound = bound;
+    return found;
+}
+
+/* Returns the first column at distance `length`, using the chunk minima of the last scan
+ * to skip chunks that cannot hold it. */
+static int64_t find_column(const lap_solver *s, double length)
+{
+    for (size_t c = 0; c < s->column_chunks; c++) {
+        if (s->chunks[c].scan_min != length)
+            continue;
+        size_t lo, hi;
+        chunk_range(s, c, &lo, &hi);
+        int64_t j = s->kernels->find(s->d, lo, hi, length);
+        if (j >= 0)
+            return j;
     }
     return -1;
 }
 
-/* Dijkstra from free row `start` over reduced costs until a free column is the closest
- * column; then lowers v of the columns finished on the way and flips the path. */
+/* Marks column j finished at distance `length` (see lap_scan_args) and returns the offset
+ * that scanning its row needs: the reduced cost of the row's own column, minus length. */
+static double finish_column(lap_solver *s, size_t done_count, int32_t j, double length)
+{
+    int32_t i = s->y[j];
+    double offset = s->sign * (double)s->cost[(size_t)i * s->n + (size_t)j] - s->v[j] -
+                    length;
+    s->done[done_count] = j;
+    s->done_d[done_count] = length;
+    s->done_v[done_count] = s->v[j];
+    s->v[j] = -HUGE_VAL;
+    s->d[j] = HUGE_VAL;
+
+    /* The next scan must not skip the chunk, so that it recomputes the chunk's minimum. */
+    size_t chunk = (size_t)j / s->chunk_columns;
+    s->chunks[chunk].scan_min_stale = 1;
+    s->done_in_chunk[chunk]++;
+    return offset;
+}
+
+/* Runs Dijkstra from free row `start` over reduced costs until a free column is the
+ * closest unfinished column, with free columns winning ties. Then lowers v of each finished
+ * column by its distance short of the path length, and flips the path. */
 static void augment_row(lap_solver *s, int32_t start)
 {
     size_t done_count = 0;
-    lap_scan_result r = row_scan(s, start, 0.0, 1);
-    int64_t end;
+    s->free_bound = HUGE_VAL;
+    double length = row_scan(s, start, 0.0, 1);
+    int64_t end_pos;
 
-    for (;;) {
-        if (r.min_free <= r.min) {
-            end = find_free_column(s, r.min_free);
-            break;
-        }
-        int64_t j = r.jmin;
-        int32_t i = s->y[j];
-        s->done[done_count] = (int32_t)j;
-        s->done_d[done_count++] = r.min;
-        s->d[j] = -HUGE_VAL;
-        double offset = s->sign * (double)s->cost[(size_t)i * s->n + (size_t)j] - s->v[j] -
-                        r.min;
-        r = row_scan(s, i, offset, 0);
+    while ((end_pos = find_free_column(s, length)) < 0) {
+        int32_t j = (int32_t)find_column(s, length);
+        double offset = finish_column(s, done_count++, j, length);
+        length = row_scan(s, s->y[j], offset, 0);
     }
 
-    double length = r.min_free;
-    for (size_t k = 0; k < done_count; k++)
-        s->v[s->done[k]] += s->done_d[k] - length;
+    for (size_t k = 0; k < done_count; k++) {
+        s->v[s->done[k]] = s->done_v[k] + (s->done_d[k] - length);
+        s->done_in_chunk[(size_t)s->done[k] / s->chunk_columns] = 0;
+    }
 
+    int32_t end = s->free_cols[end_pos];
+    s->free_cols[end_pos] = s->free_cols[--s->free_col_count];
     int32_t i;
     do {
         i = s->pred[end];
         s->y[end] = i;
         int32_t next = s->x[i];
-        s->x[i] = (int32_t)end;
+        s->x[i] = end;
         end = next;
     } while (i != start);
+}
+
+static void collect_free_columns(lap_solver *s)
+{
+    s->free_col_count = 0;
+    for (size_t j = 0; j < s->n; j++) {
+        if (s->y[j] < 0)
+            s->free_cols[s->free_col_count++] = (int32_t)j;
+    }
 }
 
 static void solve(lap_solver *s)
 {
     size_t scans_left = LAP_ARR_SCAN_LIMIT * s->n;
-    s->scan_args = (lap_scan_args){NULL, s->v, s->d, s->pred, s->y, s->sign, 0.0, 0, 0};
+    s->scan_args = (lap_scan_args){NULL, s->v, s->d, s->pred, s->sign, 0.0, 0, 0};
 
     reduction_transfer(s);
+    lap_team_stop(&s->team);
     for (int round = 0; round < 2 && s->free_count > 0; round++) {
         if (augmenting_row_reduction(s, &scans_left))
             break;
     }
+    for (size_t k = 0; k < s->n * s->column_chunks; k++)
+        s->chunk_bounds[k] = -HUGE_VAL;
+    collect_free_columns(s);
     for (size_t k = 0; k < s->free_count; k++)
         augment_row(s, s->free_rows[k]);
 }

@@ -28,28 +28,20 @@ typedef struct lap_top2 {
 } lap_top2;
 
 /* One step of the shortest augmenting path search: row `row_index` is scanned and every
- * column that is not done gets d[j] = min(d[j], sign * row[j] - v[j] - offset), with
- * pred[j] = row_index where it dropped. A done column is marked by d[j] = -HUGE_VAL (minus infinity).
- * With assign_all set (the first row of a search) every d[j] is overwritten. */
+ * column gets d[j] = min(d[j], sign * row[j] - v[j] - offset), with pred[j] = row_index
+ * where it dropped. A column that the search has finished is marked by v[j] = -HUGE_VAL
+ * and d[j] = +HUGE_VAL, so it is never updated and never the minimum. With assign_all set
+ * (the first row of a search, when no column is finished) every d[j] is overwritten. */
 typedef struct lap_scan_args {
     const float *row;
     const double *v;
     double *d;
     int32_t *pred;
-    const int32_t *col_to_row; /* -1 for a free column */
     double sign;
     double offset;
     int32_t row_index;
     int assign_all;
 } lap_scan_args;
-
-/* Result of a scan over a column range: the smallest d over columns that are not done and
- * its first column (-1 when none), and the smallest d over free columns. */
-typedef struct lap_scan_result {
-    double min;
-    int64_t jmin;
-    double min_free;
-} lap_scan_result;
 
 typedef struct lap_kernels {
     const char *name;
@@ -57,46 +49,51 @@ typedef struct lap_kernels {
     int (*colmin)(const lap_colmin_args *args, size_t lo, size_t hi);
     void (*top2)(const float *row, const double *v, double sign, size_t lo, size_t hi,
                  lap_top2 *out);
-    void (*scan)(const lap_scan_args *args, size_t lo, size_t hi, lap_scan_result *out);
+    /* Returns the smallest d[j] of the columns lo..hi-1 after the update, and stores the
+     * smallest sign * row[j] - v[j] - offset before it in *min_h. */
+    double (*scan)(const lap_scan_args *args, size_t lo, size_t hi, double *min_h);
+    /* Returns the first j in lo..hi-1 with d[j] == value, or -1. */
+    int64_t (*find)(const double *d, size_t lo, size_t hi, double value);
 } lap_kernels;
 
 extern const lap_kernels lap_kernels_scalar;
 extern const lap_kernels lap_kernels_avx2;
+extern const lap_kernels lap_kernels_avx512;
 
-/* Returns the fastest kernel set this CPU supports, or the scalar one when the environment
- * variable SYMPHONY_LAP_KERNEL is "scalar". */
+/* Returns the fastest kernel set this CPU supports. The environment variable
+ * SYMPHONY_LAP_KERNEL set to "scalar" or "avx2" caps the choice, for tests and timing. */
 const lap_kernels *lap_kernels_best(void);
-
-/* Returns nonzero when the CPU and OS support the AVX2 kernels. */
-int lap_kernels_have_avx2(void);
 
 /* Merges two top-2 results of disjoint ranges into *acc. */
 void lap_top2_merge(lap_top2 *acc, const lap_top2 *other);
 
-/* Merges the scan result of a range to the right of acc's range into *acc. */
-void lap_scan_merge(lap_scan_result *acc, const lap_scan_result *right);
+/* A fixed set of threads that share the chunks of one task at a time. The caller's thread
+ * takes chunks too, so a team of one thread starts nothing. Chunks are claimed one by one.
+ * A worker that the OS has descheduled therefore delays a task by at most the chunk it
+ * claimed, because the caller takes over the rest. Idle workers poll for a while and then
+ * yield their core. */
+typedef void (*lap_chunk_fn)(void *ctx, size_t chunk);
 
-/* A fixed set of threads that run one task at a time. The caller's thread is part 0 and
- * takes part in every task, so a team of one thread starts nothing. Idle workers spin and
- * then yield, because tasks are microseconds apart during a solve. */
-typedef void (*lap_task_fn)(void *ctx, int part, int parts);
+#define LAP_TEAM_MAX_CHUNKS 0xffffu
 
 typedef struct lap_worker lap_worker;
 
 typedef struct lap_team {
-    int parts;
+    int threads;
     lap_worker *workers;
-    lap_task_fn task;
+    lap_chunk_fn task;
     void *task_ctx;
-    _Atomic unsigned generation;
-    _Atomic int pending;
+    /* generation << 32 | chunk count << 16 | next unclaimed chunk */
+    _Atomic uint64_t work;
+    _Atomic size_t chunks_done;
     _Atomic int quit;
 } lap_team;
 
-sym_status lap_team_start(lap_team *team, int parts, sym_error *err);
+sym_status lap_team_start(lap_team *team, int threads, sym_error *err);
 
-/* Runs task(ctx, part, parts) for every part and returns when all have finished. */
-void lap_team_run(lap_team *team, lap_task_fn task, void *ctx);
+/* Runs task(ctx, c) for every chunk c < chunks (at most LAP_TEAM_MAX_CHUNKS) and returns
+ * when all have finished. */
+void lap_team_run(lap_team *team, lap_chunk_fn task, void *ctx, size_t chunks);
 
 void lap_team_stop(lap_team *team);
 

@@ -25,6 +25,7 @@
 #include <xxhash.h>
 
 #include "merge_internal.h"
+#include "pipeline_internal.h"
 #include "symphony/compat.h"
 #include "symphony/fusion.h"
 #include "symphony/kernels.h"
@@ -49,20 +50,26 @@ typedef struct merge_run {
     int *shard_fds;
     sym_journal journal;
     json_t *fingerprint;
+    sym_pipeline *pipeline; /* calibration, or NULL */
 } merge_run;
 
 static sym_status check_supported(const sym_merge_config *cfg, sym_error *err)
 {
+    uint64_t least = (uint64_t)cfg->sequence_length * cfg->n_experts;
+    if (cfg->calibration_tokens > 0 && (uint64_t)cfg->calibration_tokens < least)
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "%s: calibration_tokens %lld: calibration needs at least one "
+                             "sequence of %lld tokens per expert, %llu in all; raise it",
+                             cfg->path, (long long)cfg->calibration_tokens,
+                             (long long)cfg->sequence_length, (unsigned long long)least);
     if (cfg->calibration_tokens > 0)
-        return sym_error_set(err, SYM_ERR_UNSUPPORTED,
-                             "%s: calibration_tokens %lld: calibration (expert alignment and "
-                             "router training) is not supported yet; use 0",
-                             cfg->path, (long long)cfg->calibration_tokens);
+        return SYM_OK;
     if (cfg->router.init == SYM_ROUTER_INIT_GATE_MODE &&
         cfg->gate_mode != SYM_GATE_RANDOM && cfg->gate_mode != SYM_GATE_UNIFORM_RANDOM)
         return sym_error_set(err, SYM_ERR_UNSUPPORTED,
-                             "%s: gate_mode '%s' is not supported yet; use random or "
-                             "uniform_random, or symphony.router.init: zero",
+                             "%s: gate_mode '%s' is not supported without calibration "
+                             "(calibration_tokens 0); set calibration_tokens, or use random, "
+                             "uniform_random or symphony.router.init: zero",
                              cfg->path, sym_gate_mode_name(cfg->gate_mode));
     return SYM_OK;
 }
@@ -317,6 +324,12 @@ static sym_status build_fingerprint(merge_run *run, sym_error *err)
     json_object_set_new(settings, "dtype", json_string(sym_dtype_name(cfg->dtype)));
     json_object_set_new(settings, "seed", json_integer((json_int_t)cfg->seed));
     json_object_set_new(settings, "calibration_tokens", json_integer(cfg->calibration_tokens));
+    json_object_set_new(settings, "router", json_pack("{s:i, s:I, s:f, s:I, s:f}", "objective",
+                                                      (int)cfg->router.objective, "steps",
+                                                      (json_int_t)cfg->router.steps, "lr",
+                                                      cfg->router.learning_rate, "batch",
+                                                      (json_int_t)cfg->router.batch_size,
+                                                      "balance", cfg->router.balance_weight));
     json_object_set_new(settings, "shard_size", json_integer((json_int_t)run->opts->shard_size));
     json_object_set_new(settings, "threads", json_integer(run->opts->threads));
     const char *simd = sym_kernels_variant_name();
@@ -393,7 +406,9 @@ static sym_status remove_flat_dir(const char *dir, sym_error *err)
         if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
             continue;
         join_path(path, sizeof path, dir, entry->d_name);
-        if (is_directory(path))
+        if (is_directory(path) && strcmp(entry->d_name, SYM_WORK_DIR_NAME) == 0)
+            s = remove_flat_dir(path, err);
+        else if (is_directory(path))
             s = sym_error_set(err, SYM_ERR_INVALID,
                               "%s contains the directory '%s'; not replacing it, remove it "
                               "yourself", dir, entry->d_name);
@@ -573,8 +588,8 @@ static sym_status open_shards(merge_run *run, sym_error *err)
     return SYM_OK;
 }
 
-static sym_status hash_range(int fd, uint64_t offset, uint64_t length, uint64_t *hash,
-                             sym_error *err)
+static sym_status hash_range(int fd, const char *name, uint64_t offset, uint64_t length,
+                             uint64_t *hash, sym_error *err)
 {
     XXH3_state_t *state = XXH3_createState();
     XXH3_64bits_reset(state);
@@ -589,8 +604,8 @@ static sym_status hash_range(int fd, uint64_t offset, uint64_t length, uint64_t 
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            s = sym_error_set(err, SYM_ERR_IO, "read failed at offset %llu: %s",
-                              (unsigned long long)(offset + done),
+            s = sym_error_set(err, SYM_ERR_IO, "tensor '%s': reading it back failed at "
+                              "offset %llu: %s", name, (unsigned long long)(offset + done),
                               n < 0 ? strerror(errno) : "unexpected end of file");
         else
             XXH3_64bits_update(state, buf, (size_t)n);
@@ -626,7 +641,7 @@ static sym_status resume_from_journal(merge_run *run, size_t *resumed, sym_error
         if (t->offset != records[r].offset || t->nbytes != records[r].length)
             continue;
         uint64_t hash;
-        s = hash_range(run->shard_fds[t->shard], t->offset, t->nbytes, &hash, err);
+        s = hash_range(run->shard_fds[t->shard], t->name, t->offset, t->nbytes, &hash, err);
         if (s == SYM_OK && hash == records[r].xxh3 && !run->done[i]) {
             run->done[i] = true;
             t->xxh3 = hash;
@@ -693,11 +708,13 @@ static sym_status output_write(void *context, const float *values, size_t count,
 
     /* Two writes, so a test kill point can stop a tensor half written. */
     uint64_t offset = t->offset + out->position;
-    s = pwrite_all(out->fd, out->bytes, size / 2, offset, t->name, err);
+    char label[512];
+    snprintf(label, sizeof label, "tensor '%s'", t->name);
+    s = pwrite_all(out->fd, out->bytes, size / 2, offset, label, err);
     sym_kill_point();
     if (s == SYM_OK)
         s = pwrite_all(out->fd, out->bytes + size / 2, size - size / 2, offset + size / 2,
-                       t->name, err);
+                       label, err);
     out->position += size;
     return s;
 }
@@ -735,10 +752,32 @@ static sym_status write_tensor(merge_run *run, size_t i, sym_error *err)
     return s;
 }
 
+static bool layer_written(const merge_run *run, int layer)
+{
+    for (size_t i = 0; i < run->plan.n_tensors; i++)
+        if (run->jobs[i].layer == layer && !run->done[i])
+            return false;
+    return true;
+}
+
+/* Runs calibration for a tensor's layer when it is the first tensor of that layer. */
+static sym_status prepare_layer(merge_run *run, size_t i, int *prepared, sym_error *err)
+{
+    int layer = run->jobs[i].layer;
+    if (run->pipeline == NULL || layer < 0 || layer == *prepared)
+        return SYM_OK;
+    *prepared = layer;
+    return sym_pipeline_layer(run->pipeline, layer, layer_written(run, layer), err);
+}
+
 static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
 {
     size_t done = resumed;
+    int prepared = -1;
     for (size_t i = 0; i < run->plan.n_tensors; i++) {
+        sym_status ps = prepare_layer(run, i, &prepared, err);
+        if (ps != SYM_OK)
+            return ps;
         if (run->done[i])
             continue;
         size_t next = i + 1;
@@ -763,6 +802,36 @@ static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
 }
 
 /* ---- finishing ---- */
+
+/* Rejects a source that was replaced, truncated or rewritten while the merge ran: its
+ * mapping may still show the old bytes, but the published output would then match no
+ * file on disk. */
+static sym_status check_sources_unchanged(merge_run *run, sym_error *err)
+{
+    json_t *stored = json_object_get(run->fingerprint, "sources");
+    const char *path;
+    json_t *files;
+    json_object_foreach(stored, path, files) {
+        const sym_model *m = NULL;
+        for (size_t i = 0; i < run->cfg->n_experts && m == NULL; i++)
+            if (strcmp(path, run->cfg->experts[i].source_model) == 0)
+                m = run->experts[i];
+        if (m == NULL)
+            m = run->base;
+        if (m == NULL)
+            continue;
+        json_t *now = model_fingerprint(m);
+        bool same = json_equal(now, files);
+        json_decref(now);
+        if (!same)
+            return sym_error_set(err, SYM_ERR_INVALID,
+                                 "%s: the source model changed while the merge was running "
+                                 "(size, modification time or header); nothing was published. "
+                                 "Restore it and rerun the command, or rerun with --restart",
+                                 path);
+    }
+    return SYM_OK;
+}
 
 static void card_append(char **text, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -859,9 +928,27 @@ static sym_status write_metadata(merge_run *run, sym_error *err)
         s = copy_side_files(run, err);
     if (s == SYM_OK)
         s = write_model_card(run, err);
+    if (s == SYM_OK && run->pipeline != NULL)
+        s = sym_pipeline_report(run->pipeline, run->partial, err);
     if (s == SYM_OK)
         s = fsync_path(run->partial, err);
     return s;
+}
+
+/* Starts calibration when the config asks for it; its files go to OUTPUT.partial's work
+ * directory, which stays in the output for retrain-router. */
+static sym_status start_pipeline(merge_run *run, sym_error *err)
+{
+    if (run->cfg->calibration_tokens <= 0)
+        return SYM_OK;
+    char work[PATH_MAX];
+    join_path(work, sizeof work, run->partial, SYM_WORK_DIR_NAME);
+    if (mkdir(work, 0755) != 0 && errno != EEXIST)
+        return sym_error_set(err, SYM_ERR_IO, "%s: cannot create: %s", work, strerror(errno));
+    sym_pipeline_setup setup = {.cfg = run->cfg, .opts = run->opts, .sources = &run->sources,
+                                .base = run->base, .vocab_donor = run->vocab_donor,
+                                .work_dir = work};
+    return sym_pipeline_create(&run->pipeline, &setup, err);
 }
 
 /* Renames OUTPUT.partial to OUTPUT (an old OUTPUT, which --force allowed, is moved to
@@ -928,6 +1015,7 @@ static sym_status check_existing_output(merge_run *run, bool *complete, sym_erro
 
 static void close_run(merge_run *run)
 {
+    sym_pipeline_free(run->pipeline);
     for (uint32_t s = 0; run->shard_fds != NULL && s < run->plan.n_shards; s++)
         if (run->shard_fds[s] >= 0)
             close(run->shard_fds[s]);
@@ -976,7 +1064,11 @@ static sym_status run_locked(merge_run *run, sym_merge_result *result, sym_error
     if (s == SYM_OK)
         s = check_disk_space(run, err);
     if (s == SYM_OK)
+        s = start_pipeline(run, err);
+    if (s == SYM_OK)
         s = write_tensors(run, result->tensors_resumed, err);
+    if (s == SYM_OK)
+        s = check_sources_unchanged(run, err);
     if (s == SYM_OK)
         s = write_metadata(run, err);
     if (s == SYM_OK)

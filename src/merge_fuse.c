@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "symphony/align.h"
 #include "symphony/fusion.h"
 
 /* Rows per block when fusing embeddings, so memory does not grow with the vocabulary. */
@@ -217,6 +218,9 @@ static sym_status produce_router(const sym_merge_sources *src, const sym_tensor_
                                  const sym_tensor_sink *sink, sym_error *err)
 {
     size_t count = src->n_experts * src->hidden;
+    const sym_layer_state *calibrated = src->layer_state;
+    if (calibrated != NULL && calibrated->layer == job->layer && calibrated->router != NULL)
+        return sink->write(sink->context, calibrated->router, count, err);
     float *out = calloc(count, sizeof *out);
     if (out == NULL)
         return sym_error_set(err, SYM_ERR_NOMEM, "out of memory building router %d",
@@ -237,6 +241,32 @@ static sym_status produce_router(const sym_merge_sources *src, const sym_tensor_
     return s;
 }
 
+/* Expert e's FFN tensor with calibration's permutation applied: rows of gate and up,
+ * columns of down. */
+static sym_status produce_expert(const sym_merge_sources *src, const sym_tensor_job *job,
+                                 const sym_tensor_sink *sink, sym_error *err)
+{
+    const sym_tensor_ref *ref = sym_model_tensor(src->experts[job->expert], job->role,
+                                                 job->layer, -1);
+    const sym_layer_state *state = src->layer_state;
+    const int32_t *perm = NULL;
+    if (state != NULL && state->layer == job->layer)
+        perm = state->perm[job->expert];
+    if (perm == NULL)
+        return produce_copy(ref, sink, err);
+    float *buf;
+    sym_status s = read_whole(ref, &buf, err);
+    size_t rows = ref->info->shape[0], cols = ref->info->shape[1];
+    if (s == SYM_OK && job->role == SYM_ROLE_FFN_DOWN)
+        s = sym_align_permute_cols(buf, rows, cols, perm, err);
+    else if (s == SYM_OK)
+        s = sym_align_permute_rows(buf, rows, cols, perm, err);
+    if (s == SYM_OK)
+        s = sink->write(sink->context, buf, ref->info->numel, err);
+    free(buf);
+    return s;
+}
+
 sym_status sym_produce_tensor(const sym_merge_sources *src, const sym_tensor_job *job,
                               const sym_tensor_sink *sink, sym_error *err)
 {
@@ -252,9 +282,7 @@ sym_status sym_produce_tensor(const sym_merge_sources *src, const sym_tensor_job
                                 err);
         return produce_combined(src, job, sink, err);
     case SYM_JOB_EXPERT:
-        return produce_copy(sym_model_tensor(src->experts[job->expert], job->role, job->layer,
-                                             -1),
-                            sink, err);
+        return produce_expert(src, job, sink, err);
     case SYM_JOB_ROUTER:
         return produce_router(src, job, sink, err);
     }

@@ -46,11 +46,19 @@ bool sym_kill_point_reached(void);
 void sym_kill_point(void);
 void sym_kill_now(void);
 
-#endif
 
 /* Tensor production: the sources of a merge and one job per output tensor. */
 #include "symphony/mergecfg.h"
 #include "symphony/model.h"
+
+/* What calibration decided for the layer being written: the permutation of each expert's
+ * FFN neurons (NULL for none) and the trained router [n_experts, hidden] (NULL: the
+ * router settings without calibration). */
+typedef struct sym_layer_state {
+    int layer;
+    const int32_t *perm[SYM_MAX_SOURCES];
+    const float *router;
+} sym_layer_state;
 
 typedef struct sym_merge_sources {
     sym_model *const *experts; /* expert e's FFN becomes expert e */
@@ -60,6 +68,7 @@ typedef struct sym_merge_sources {
     int n_layers;
     uint64_t vocab_out; /* rows of the output embedding and lm_head */
     uint64_t hidden;
+    const sym_layer_state *layer_state; /* NULL without calibration */
 } sym_merge_sources;
 
 typedef enum sym_job_kind {
@@ -95,3 +104,5 @@ void sym_job_prefetch(const sym_merge_sources *src, const sym_tensor_job *job);
 /* Returns the f32 working memory, in bytes, that producing a job needs at most. */
 uint64_t sym_job_memory(const sym_merge_sources *src, const sym_tensor_job *job,
                         uint64_t numel);
+
+#endif

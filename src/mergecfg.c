@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <yaml.h>
 
 #include "model_internal.h"
@@ -30,7 +31,7 @@ static const char *const symphony_keys[] = {"anchor", "calibration_tokens", "seq
                                             "attention", "weights", "rope", "router", "seed",
                                             NULL};
 static const char *const router_keys[] = {"init", "objective", "steps", "learning_rate",
-                                          "balance_weight", NULL};
+                                          "balance_weight", "batch_size", NULL};
 
 static bool in_list(const char *const *list, const char *key)
 {
@@ -337,6 +338,8 @@ static sym_status read_router(cfg_reader *r, yaml_node_t *node, sym_router_cfg *
             s = read_int(r, v, "symphony.router.steps", 0, 100000000, &router->steps);
         } else if (strcmp(key, "learning_rate") == 0) {
             s = read_double(r, v, "symphony.router.learning_rate", 0.0, &router->learning_rate);
+        } else if (strcmp(key, "batch_size") == 0) {
+            s = read_int(r, v, "symphony.router.batch_size", 1, 1 << 24, &router->batch_size);
         } else {
             s = read_double(r, v, "symphony.router.balance_weight", 0.0,
                             &router->balance_weight);
@@ -468,7 +471,8 @@ static void set_defaults(sym_merge_config *cfg)
     cfg->sequence_length = 128;
     cfg->attention = SYM_ATTENTION_SLERP;
     cfg->router.init = SYM_ROUTER_INIT_GATE_MODE;
-    cfg->router.objective = SYM_ROUTER_CLASSIFY;
+    cfg->router.objective = SYM_ROUTER_DISTILL;
+    cfg->router.batch_size = 512;
     cfg->router.steps = 200;
     cfg->router.learning_rate = 1e-3;
     cfg->router.balance_weight = 0.01;
@@ -489,6 +493,19 @@ static sym_status load_document(cfg_reader *r, FILE *f)
     return s;
 }
 
+static sym_status check_config_size(FILE *f, const char *path, sym_error *err)
+{
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0)
+        return sym_error_set(err, SYM_ERR_IO, "%s: stat failed: %s", path, strerror(errno));
+    if (st.st_size > SYM_MERGE_CONFIG_MAX_BYTES)
+        return sym_error_set(err, SYM_ERR_LIMIT,
+                             "%s: the config is %lld bytes, more than the limit of %ld "
+                             "(SYM_MERGE_CONFIG_MAX_BYTES)", path, (long long)st.st_size,
+                             SYM_MERGE_CONFIG_MAX_BYTES);
+    return SYM_OK;
+}
+
 sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_error *err)
 {
     set_defaults(cfg);
@@ -507,7 +524,9 @@ sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_er
     if (f == NULL)
         return sym_error_set(err, errno == ENOENT ? SYM_ERR_NOT_FOUND : SYM_ERR_IO,
                              "%s: cannot open the config: %s", path, strerror(errno));
-    sym_status s = load_document(&r, f);
+    sym_status s = check_config_size(f, path, err);
+    if (s == SYM_OK)
+        s = load_document(&r, f);
     fclose(f);
     if (s != SYM_OK)
         return s;

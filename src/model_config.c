@@ -48,19 +48,41 @@ static sym_status get_double(json_t *root, const char *key, double fallback, dou
     return SYM_OK;
 }
 
-static bool get_bool(json_t *root, const char *key, bool fallback)
+static sym_status get_bool(json_t *root, const char *key, bool fallback, bool *out,
+                           const char *path, sym_error *err)
 {
     json_t *v = json_object_get(root, key);
-    return json_is_boolean(v) ? json_is_true(v) : fallback;
+    if (v == NULL || json_is_null(v)) {
+        *out = fallback;
+        return SYM_OK;
+    }
+    if (!json_is_boolean(v))
+        return sym_error_set(err, SYM_ERR_FORMAT, "%s: '%s' must be true or false", path, key);
+    *out = json_is_true(v);
+    return SYM_OK;
 }
 
-/* Reads a token id that may be stored as an integer or as a list (first entry used). */
-static int64_t get_token_id(json_t *root, const char *key)
+/* Reads a token id stored as an integer or as a list of them (the first is kept, all are
+ * checked); -1 when absent. Every id must lie inside the vocabulary. */
+static sym_status get_token_id(json_t *root, const char *key, int64_t vocab_size, int64_t *out,
+                               const char *path, sym_error *err)
 {
     json_t *v = json_object_get(root, key);
-    if (json_is_array(v))
-        v = json_array_get(v, 0);
-    return json_is_integer(v) && json_integer_value(v) >= 0 ? json_integer_value(v) : -1;
+    *out = -1;
+    if (v == NULL || json_is_null(v))
+        return SYM_OK;
+    size_t count = json_is_array(v) ? json_array_size(v) : 1;
+    for (size_t i = 0; i < count; i++) {
+        json_t *id = json_is_array(v) ? json_array_get(v, i) : v;
+        if (!json_is_integer(id) || json_integer_value(id) < 0 ||
+            json_integer_value(id) >= vocab_size)
+            return sym_error_set(err, SYM_ERR_FORMAT,
+                                 "%s: '%s' must be a token id in 0..%lld (or a list of them)",
+                                 path, key, (long long)vocab_size - 1);
+        if (i == 0)
+            *out = json_integer_value(id);
+    }
+    return SYM_OK;
 }
 
 static sym_status parse_rope_scaling(json_t *root, sym_rope_scaling *rs, const char *path,
@@ -82,13 +104,37 @@ static sym_status parse_rope_scaling(json_t *root, sym_rope_scaling *rs, const c
     if (strcmp(json_string_value(type), "default") != 0)
         snprintf(rs->type, sizeof rs->type, "%s", json_string_value(type));
     json_t *f = json_object_get(obj, "factor");
-    rs->factor = json_is_number(f) ? json_number_value(f) : 1.0;
+    rs->factor = json_is_number(f) ? json_number_value(f) : (double)NAN;
     f = json_object_get(obj, "low_freq_factor");
     rs->low_freq_factor = json_is_number(f) ? json_number_value(f) : 1.0;
     f = json_object_get(obj, "high_freq_factor");
     rs->high_freq_factor = json_is_number(f) ? json_number_value(f) : 4.0;
     f = json_object_get(obj, "original_max_position_embeddings");
     rs->original_max_position_embeddings = json_is_number(f) ? json_number_value(f) : 0.0;
+    sym_status s = sym_rope_scaling_check(rs, err);
+    return s == SYM_OK ? SYM_OK : sym_error_prefix(err, "%s", path);
+}
+
+sym_status sym_rope_scaling_check(const sym_rope_scaling *rs, sym_error *err)
+{
+    if (rs->type[0] == '\0')
+        return SYM_OK;
+    if (strcmp(rs->type, "linear") != 0 && strcmp(rs->type, "llama3") != 0)
+        return sym_error_set(err, SYM_ERR_UNSUPPORTED,
+                             "rope_scaling type '%s' is not supported; expected none, "
+                             "'linear' or 'llama3'", rs->type);
+    if (!(rs->factor > 0) || !isfinite(rs->factor))
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "rope_scaling factor is %g; expected a positive number",
+                             rs->factor);
+    if (strcmp(rs->type, "llama3") == 0 &&
+        (!(rs->original_max_position_embeddings > 0) ||
+         !(rs->high_freq_factor > rs->low_freq_factor) || !(rs->low_freq_factor > 0)))
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "rope_scaling llama3 needs original_max_position_embeddings > 0 "
+                             "and high_freq_factor > low_freq_factor > 0 (got %g, %g, %g)",
+                             rs->original_max_position_embeddings, rs->low_freq_factor,
+                             rs->high_freq_factor);
     return SYM_OK;
 }
 
@@ -111,7 +157,11 @@ static sym_status check_unsupported(json_t *root, const char *path, sym_error *e
     }
     const char *bias_keys[] = {"attention_bias", "mlp_bias"};
     for (size_t i = 0; i < 2; i++) {
-        if (get_bool(root, bias_keys[i], false))
+        bool bias = false;
+        sym_status s = get_bool(root, bias_keys[i], false, &bias, path, err);
+        if (s != SYM_OK)
+            return s;
+        if (bias)
             return sym_error_set(err, SYM_ERR_UNSUPPORTED,
                                  "%s: '%s' is true; models with biases are not supported",
                                  path, bias_keys[i]);
@@ -207,8 +257,9 @@ sym_status sym_config_parse(json_t *root, sym_model_config *c, const char *path,
     if ((s = get_double(root, "rms_norm_eps", 1e-6, &c->rms_norm_eps, path, err)) ||
         (s = get_double(root, "rope_theta", theta_default, &c->rope_theta, path, err)))
         return s;
-    c->tie_word_embeddings = get_bool(root, "tie_word_embeddings", false);
-    c->bos_token_id = get_token_id(root, "bos_token_id");
-    c->eos_token_id = get_token_id(root, "eos_token_id");
+    if ((s = get_bool(root, "tie_word_embeddings", false, &c->tie_word_embeddings, path, err)) ||
+        (s = get_token_id(root, "bos_token_id", c->vocab_size, &c->bos_token_id, path, err)) ||
+        (s = get_token_id(root, "eos_token_id", c->vocab_size, &c->eos_token_id, path, err)))
+        return s;
     return SYM_OK;
 }

@@ -6,29 +6,6 @@
 #include <math.h>
 #include <string.h>
 
-static sym_status check_scaling(const sym_rope_scaling *rs, sym_error *err)
-{
-    if (rs->type[0] == '\0')
-        return SYM_OK;
-    if (strcmp(rs->type, "linear") != 0 && strcmp(rs->type, "llama3") != 0)
-        return sym_error_set(err, SYM_ERR_UNSUPPORTED,
-                             "rope_scaling type '%s' is not supported; expected none, "
-                             "'linear' or 'llama3'", rs->type);
-    if (!(rs->factor > 0) || !isfinite(rs->factor))
-        return sym_error_set(err, SYM_ERR_INVALID,
-                             "rope_scaling factor is %g; expected a positive number",
-                             rs->factor);
-    if (strcmp(rs->type, "llama3") == 0 &&
-        (!(rs->original_max_position_embeddings > 0) ||
-         !(rs->high_freq_factor > rs->low_freq_factor) || !(rs->low_freq_factor > 0)))
-        return sym_error_set(err, SYM_ERR_INVALID,
-                             "rope_scaling llama3 needs original_max_position_embeddings > 0 "
-                             "and high_freq_factor > low_freq_factor > 0 (got %g, %g, %g)",
-                             rs->original_max_position_embeddings, rs->low_freq_factor,
-                             rs->high_freq_factor);
-    return SYM_OK;
-}
-
 /* Llama 3.1: frequencies whose wavelength exceeds original_max_position_embeddings /
  * low_freq_factor are divided by factor, those with a wavelength below original /
  * high_freq_factor are kept, and the band between is interpolated (as transformers'
@@ -49,7 +26,7 @@ static double scale_llama3(const sym_rope_scaling *rs, double inv)
 sym_status sym_rope_inv_freq(const sym_model_config *config, float *inv_freq, sym_error *err)
 {
     const sym_rope_scaling *rs = &config->rope_scaling;
-    sym_status st = check_scaling(rs, err);
+    sym_status st = sym_rope_scaling_check(rs, err);
     if (st != SYM_OK)
         return st;
     size_t head_dim = (size_t)config->head_dim;

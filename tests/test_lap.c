@@ -1,10 +1,14 @@
 /* Linear assignment solver: optimum against brute force (n <= 8) and against a textbook
- * O(n^3) Hungarian method (n up to 300), agreement of the scalar and AVX2 kernels and of
- * one and two threads, planted permutations, edge cases and input checks. */
+ * O(n^3) Hungarian method (n up to 300), agreement of the kernel sets and of one and two
+ * threads, planted permutations, edge cases and input checks.
+ *
+ * `test_lap scipy` instead compares optima with scipy's linear_sum_assignment through
+ * tests/lap_scipy_check.py (run by tests/t_lap_scipy.sh, which skips without scipy). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lap_internal.h"
 #include "symphony/lap.h"
@@ -26,10 +30,20 @@ static double rng_uniform(void)
     return (double)(rng_next() >> 11) * 0x1p-53;
 }
 
-enum matrix_kind { KIND_UNIFORM, KIND_INTEGER, KIND_SIGNED_LARGE, KIND_TINY, KIND_COUNT };
+enum matrix_kind {
+    KIND_UNIFORM,
+    KIND_INTEGER,
+    KIND_SIGNED_LARGE,
+    KIND_TINY,
+    KIND_COUNT,
+    /* Only in the scipy comparison: */
+    KIND_TIED = KIND_COUNT,
+    KIND_PLANTED,
+    KIND_ALL
+};
 
-static const char *const kind_names[KIND_COUNT] = {"uniform", "integer 0..3",
-                                                    "signed 1e30", "1e-30"};
+static const char *const kind_names[KIND_ALL] = {"uniform", "integer 0..3", "signed 1e30",
+                                                  "1e-30", "tied 0/1", "planted"};
 
 static void fill(float *a, size_t n, enum matrix_kind kind)
 {
@@ -40,8 +54,16 @@ static void fill(float *a, size_t n, enum matrix_kind kind)
         case KIND_INTEGER: a[k] = (float)(int)(u * 4.0); break;
         case KIND_SIGNED_LARGE: a[k] = (float)((u - 0.5) * 2e30); break;
         case KIND_TINY: a[k] = (float)(u * 1e-30); break;
+        case KIND_TIED: a[k] = u < 0.5 ? 0.0f : 1.0f; break;
+        case KIND_PLANTED: a[k] = (float)(u * 0.5); break;
         default: break;
         }
+    }
+    /* Row i's planted column (i * 7 + 3) mod n forms a permutation when n is not a
+     * multiple of 7. Its entry gets 1 on top of noise in [0, 0.5). */
+    if (kind == KIND_PLANTED && n % 7 != 0) {
+        for (size_t i = 0; i < n; i++)
+            a[i * n + (i * 7 + 3) % n] += 1.0f;
     }
 }
 
@@ -227,11 +249,13 @@ static void test_against_hungarian(void)
     }
 }
 
-/* The scalar and AVX2 kernels compute the same f64 values and break ties the same way, and
- * threads split rows at fixed columns, so all four runs return the same assignment. */
+/* The kernel sets compute the same f64 values and break ties the same way, and threads
+ * split rows at fixed columns, so every kernel and thread count returns the same
+ * assignment. A kernel set that the CPU lacks falls back to a lesser one. */
 static void test_kernels_and_threads_agree(void)
 {
-    size_t n = 1500;
+    static const char *const caps[] = {"scalar", "avx2", "avx512"};
+    size_t n = 2500;
     float *a = malloc(n * n * sizeof *a);
     int32_t *base = malloc(n * sizeof *base), *rc = malloc(n * sizeof *rc);
     fill(a, n, KIND_INTEGER);
@@ -242,18 +266,18 @@ static void test_kernels_and_threads_agree(void)
     sym_error err;
     setenv("SYMPHONY_LAP_KERNEL", "scalar", 1);
     CHECK(sym_lap_solve(a, n, SYM_LAP_MAXIMIZE, 1, base, &base_total, &err) == SYM_OK);
-    for (int variant = 0; variant < 3; variant++) {
-        int threads = variant == 1 ? 1 : 2;
-        if (variant == 0)
-            setenv("SYMPHONY_LAP_KERNEL", "scalar", 1);
-        else
-            unsetenv("SYMPHONY_LAP_KERNEL");
-        double total = 0.0;
-        CHECK(sym_lap_solve(a, n, SYM_LAP_MAXIMIZE, threads, rc, &total, &err) == SYM_OK);
-        CHECKF(total == base_total, "variant %d: total %.17g, scalar one thread %.17g",
-               variant, total, base_total);
-        CHECKF(memcmp(rc, base, n * sizeof *rc) == 0,
-               "variant %d: assignment differs from the scalar one-thread run", variant);
+    for (int cap = 0; cap < 3; cap++) {
+        setenv("SYMPHONY_LAP_KERNEL", caps[cap], 1);
+        for (int threads = 1; threads <= 2; threads++) {
+            double total = 0.0;
+            CHECK(sym_lap_solve(a, n, SYM_LAP_MAXIMIZE, threads, rc, &total, &err) ==
+                  SYM_OK);
+            CHECKF(total == base_total, "%s, %d threads: total %.17g, scalar %.17g",
+                   lap_kernels_best()->name, threads, total, base_total);
+            CHECKF(memcmp(rc, base, n * sizeof *rc) == 0,
+                   "%s, %d threads: assignment differs from the scalar one",
+                   lap_kernels_best()->name, threads);
+        }
     }
     unsetenv("SYMPHONY_LAP_KERNEL");
     printf("kernels: best available is %s\n", lap_kernels_best()->name);
@@ -364,8 +388,78 @@ static void test_invalid_input(void)
           SYM_ERR_LIMIT);
 }
 
-int main(void)
+/* Writes each problem to a raw f32 file, solves all of them with one run of
+ * lap_scipy_check.py and compares the totals within 1e-6 relative. */
+static int compare_with_scipy(void)
 {
+    static const size_t sizes[] = {1, 2, 5, 64, 257, 1000, 2048};
+    enum { SIZES = sizeof sizes / sizeof *sizes, PROBLEMS = SIZES * KIND_ALL * 2 };
+    const char *dir = test_tmpdir("lap-scipy");
+    const char *python = getenv("SYMPHONY_PYTHON");
+    static double totals[PROBLEMS], scales[PROBLEMS];
+    static char files[PROBLEMS][512], labels[PROBLEMS][96];
+    size_t cmd_cap = 64 + PROBLEMS * 600, count = 0;
+    char *cmd = malloc(cmd_cap);
+    size_t used = (size_t)snprintf(cmd, cmd_cap, "%s %s/tests/lap_scipy_check.py",
+                                   python != NULL ? python : "/usr/bin/python3", test_top());
+
+    for (size_t s = 0; s < SIZES; s++) {
+        size_t n = sizes[s];
+        float *a = malloc(n * n * sizeof *a);
+        int32_t *rc = malloc(n * sizeof *rc);
+        for (int kind = 0; kind < KIND_ALL; kind++) {
+            fill(a, n, (enum matrix_kind)kind);
+            for (int sense = 0; sense < 2; sense++, count++) {
+                sym_error err;
+                CHECKF(sym_lap_solve(a, n, (sym_lap_sense)sense, 0, rc, &totals[count],
+                                     &err) == SYM_OK, "%s", err.message);
+                scales[count] = abs_sum(a, n) / (double)n;
+                snprintf(labels[count], sizeof labels[count], "%s n = %zu %s",
+                         kind_names[kind], n, sense ? "max" : "min");
+                if (kind == KIND_PLANTED && sense == SYM_LAP_MAXIMIZE && n % 7 != 0) {
+                    size_t missed = 0;
+                    for (size_t i = 0; i < n; i++)
+                        missed += (size_t)rc[i] != (i * 7 + 3) % n;
+                    CHECKF(missed == 0, "%s: %zu rows missed the planted column",
+                           labels[count], missed);
+                }
+                snprintf(files[count], sizeof files[count], "%s/m%zu.f32", dir, count);
+                FILE *f = fopen(files[count], "wb");
+                CHECK(f != NULL && fwrite(a, sizeof *a, n * n, f) == n * n);
+                if (f != NULL)
+                    fclose(f);
+                used += (size_t)snprintf(cmd + used, cmd_cap - used, " %s %zu %s",
+                                         files[count], n, sense ? "max" : "min");
+            }
+        }
+        free(a);
+        free(rc);
+    }
+
+    FILE *out = popen(cmd, "r");
+    CHECKF(out != NULL, "cannot run '%s'", cmd);
+    size_t compared = 0;
+    for (char line[128]; out != NULL && compared < count && fgets(line, sizeof line, out);) {
+        double want = strtod(line, NULL), got = totals[compared];
+        double scale = fmax(fabs(want), scales[compared]);
+        CHECKF(fabs(got - want) <= 1e-6 * scale, "%s: total %.17g, scipy %.17g",
+               labels[compared], got, want);
+        compared++;
+    }
+    CHECKF(out != NULL && pclose(out) == 0, "'%s' failed", cmd);
+    CHECKF(compared == count, "scipy returned %zu totals for %zu problems", compared, count);
+    for (size_t k = 0; k < count; k++)
+        remove(files[k]);
+    rmdir(dir);
+    free(cmd);
+    printf("scipy: %zu problems compared\n", compared);
+    return test_finish("test_lap scipy");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "scipy") == 0)
+        return compare_with_scipy();
     test_brute_force();
     test_against_hungarian();
     test_kernels_and_threads_agree();

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "symphony/router.h"
 #include "symphony/safetensors.h"
 #include "symphony/status.h"
 
@@ -20,6 +21,10 @@ extern "C" {
 
 /* Most experts a merge accepts. */
 #define SYM_MAX_SOURCES 64
+
+/* Largest merge config file accepted, in bytes; larger files fail with SYM_ERR_LIMIT
+ * before libyaml, whose document grows with the file, reads them. */
+#define SYM_MERGE_CONFIG_MAX_BYTES ((long)16 << 20)
 
 typedef enum sym_gate_mode {
     SYM_GATE_HIDDEN,         /* mergekit's default: mean hidden state of the prompts */
@@ -40,10 +45,6 @@ typedef enum sym_attention_mode {
     SYM_ATTENTION_BASE,   /* copy from the anchor */
 } sym_attention_mode;
 
-typedef enum sym_router_objective {
-    SYM_ROUTER_CLASSIFY, /* domain classification plus load balancing */
-    SYM_ROUTER_DISTILL,  /* local distillation towards the domain expert */
-} sym_router_objective;
 
 /* One expert: a source model and its prompts and calibration text. */
 typedef struct sym_expert_cfg {
@@ -60,13 +61,14 @@ typedef struct sym_expert_cfg {
     size_t n_weights;
 } sym_expert_cfg;
 
-/* Router training settings, validated now and used once router training exists. */
+/* Router training settings (symphony.router); objective "classify" is SYM_ROUTER_DOMAIN. */
 typedef struct sym_router_cfg {
     sym_router_init init;
     sym_router_objective objective;
     int64_t steps;
     double learning_rate;
     double balance_weight;
+    int64_t batch_size; /* tokens per optimiser step */
 } sym_router_cfg;
 
 typedef struct sym_merge_config {

@@ -28,6 +28,10 @@ typedef struct sym_rope_scaling {
     double original_max_position_embeddings;
 } sym_rope_scaling;
 
+/* Checks that rope_scaling is one this program computes (none, linear, llama3) with valid
+ * parameters. */
+sym_status sym_rope_scaling_check(const sym_rope_scaling *rs, sym_error *err);
+
 /* The architecture values of config.json, with Hugging Face's defaults filled in. */
 typedef struct sym_model_config {
     char model_type[32]; /* "llama", "mistral" or "mixtral" */

@@ -38,6 +38,10 @@ int cli_fail_error(const sym_error *err);
 int cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Turns SIGBUS from a model file truncated under its mapping into a one-line error and
+ * exit status 1. */
+void cli_install_sigbus_handler(void);
+
 /* Parses a size such as 4096, 512M, 12G or 1.5T (binary units) into bytes. */
 bool cli_parse_size(const char *text, uint64_t *bytes);
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,7 +31,12 @@ static void print_help(void)
            "command after an interruption resumes it.\n"
            "\n"
            "Options (each overrides the config):\n"
-           "      --calibration-tokens N  calibration tokens per merge (only 0 for now)\n"
+           "      --calibration-tokens N  calibration tokens in all, split equally between\n"
+           "                              the experts' domains (0: no alignment, no router\n"
+           "                              training)\n"
+           "      --router-objective OBJ  distill (default) or classify\n"
+           "      --router-steps N        optimiser steps per router\n"
+           "      --router-lr X           router learning rate\n"
            "      --seed N                seed of the random router rows\n"
            "      --dtype TYPE            output dtype: bfloat16, float16 or float32\n"
            "      --memory-limit SIZE     refuse a plan needing more working memory\n"
@@ -50,6 +56,9 @@ static void print_help(void)
 /* Settings from the command line; negative means "not given". */
 typedef struct merge_args {
     long long calibration_tokens;
+    long long router_steps;
+    double router_lr;
+    const char *router_objective;
     long long seed;
     const char *dtype;
     sym_merge_options opts;
@@ -64,6 +73,9 @@ enum {
     OPT_THREADS,
     OPT_FORCE,
     OPT_RESTART,
+    OPT_ROUTER_OBJECTIVE,
+    OPT_ROUTER_STEPS,
+    OPT_ROUTER_LR,
 };
 
 static int parse_option(int opt, const char *value, merge_args *a)
@@ -95,6 +107,20 @@ static int parse_option(int opt, const char *value, merge_args *a)
         a->opts.threads = (int)threads;
         return 0;
     }
+    case OPT_ROUTER_OBJECTIVE:
+        a->router_objective = value;
+        return 0;
+    case OPT_ROUTER_STEPS:
+        if (!cli_parse_int(value, 0, 100000000, &a->router_steps))
+            return cli_usage_error("merge", "--router-steps '%s' is not a count", value);
+        return 0;
+    case OPT_ROUTER_LR: {
+        char *end;
+        a->router_lr = strtod(value, &end);
+        if (*value == '\0' || *end != '\0' || !(a->router_lr > 0))
+            return cli_usage_error("merge", "--router-lr '%s' is not a positive number", value);
+        return 0;
+    }
     case OPT_FORCE:
         a->opts.force = true;
         return 0;
@@ -115,6 +141,9 @@ static int parse_args(int argc, char **argv, merge_args *a)
         {"memory-limit", required_argument, NULL, OPT_MEMORY},
         {"shard-size", required_argument, NULL, OPT_SHARD},
         {"threads", required_argument, NULL, OPT_THREADS},
+        {"router-objective", required_argument, NULL, OPT_ROUTER_OBJECTIVE},
+        {"router-steps", required_argument, NULL, OPT_ROUTER_STEPS},
+        {"router-lr", required_argument, NULL, OPT_ROUTER_LR},
         {"force", no_argument, NULL, OPT_FORCE},
         {"restart", no_argument, NULL, OPT_RESTART},
         {"quiet", no_argument, NULL, 'q'},
@@ -150,6 +179,17 @@ static int apply_overrides(const merge_args *a, sym_merge_config *cfg)
         cfg->calibration_tokens = a->calibration_tokens;
     if (a->seed >= 0)
         cfg->seed = (uint64_t)a->seed;
+    if (a->router_steps >= 0)
+        cfg->router.steps = a->router_steps;
+    if (a->router_lr > 0)
+        cfg->router.learning_rate = a->router_lr;
+    if (a->router_objective != NULL && strcmp(a->router_objective, "distill") == 0)
+        cfg->router.objective = SYM_ROUTER_DISTILL;
+    else if (a->router_objective != NULL && strcmp(a->router_objective, "classify") == 0)
+        cfg->router.objective = SYM_ROUTER_DOMAIN;
+    else if (a->router_objective != NULL)
+        return cli_usage_error("merge", "--router-objective '%s' is not distill or classify",
+                               a->router_objective);
     if (a->dtype != NULL && !sym_output_dtype_from_name(a->dtype, &cfg->dtype))
         return cli_usage_error("merge", "--dtype '%s' is not bfloat16, float16 or float32",
                                a->dtype);
@@ -182,6 +222,20 @@ static void install_signals(void)
     sigaction(SIGTERM, &sa, NULL);
 }
 
+/* After an I/O error the tensors already written stay journaled in OUTPUT_DIR.partial, so
+ * the message tells the user that a rerun continues from there. */
+static void add_resume_hint(sym_error *err, const char *output)
+{
+    char partial[PATH_MAX];
+    struct stat st;
+    snprintf(partial, sizeof partial, "%s.partial", output);
+    if (stat(partial, &st) != 0 || !S_ISDIR(st.st_mode))
+        return;
+    size_t len = strlen(err->message);
+    snprintf(err->message + len, sizeof err->message - len,
+             "; fix the cause and run the same command again to resume");
+}
+
 static void print_resume_command(int argc, char **argv)
 {
     fprintf(stderr, CLI_NAME ": to resume, run:\n  " CLI_NAME " merge");
@@ -209,7 +263,7 @@ static void print_result(const sym_merge_result *r, const char *output)
 
 int cmd_merge(int argc, char **argv)
 {
-    merge_args a = {.calibration_tokens = -1, .seed = -1};
+    merge_args a = {.calibration_tokens = -1, .seed = -1, .router_steps = -1};
     a.opts.shard_size = 5ull << 30;
     a.opts.threads = 1;
     int rc = parse_args(argc, argv, &a);
@@ -242,6 +296,8 @@ int cmd_merge(int argc, char **argv)
     sym_status s = sym_merge_run(&cfg, &a.opts, &result, &err);
     sym_merge_config_free(&cfg);
     if (s != SYM_OK) {
+        if (s == SYM_ERR_IO)
+            add_resume_hint(&err, output);
         rc = cli_fail_error(&err);
         if (s == SYM_ERR_INTERRUPTED)
             print_resume_command(argc, argv);

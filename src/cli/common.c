@@ -1,13 +1,37 @@
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
 int cli_verbosity = 1;
+
+/* Model files are read through mmap, so a file cut shorter while it is mapped raises
+ * SIGBUS on the first access past its new end. Only async-signal-safe calls here. */
+static void on_sigbus(int signo)
+{
+    (void)signo;
+    static const char message[] =
+        CLI_NAME ": a memory-mapped input file became shorter while it was being read "
+        "(SIGBUS); a source model was truncated or rewritten during the run: restore it and "
+        "run the command again\n";
+    (void)!write(STDERR_FILENO, message, sizeof message - 1);
+    _exit(CLI_EXIT_FAILURE);
+}
+
+void cli_install_sigbus_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+}
 
 int cli_fail(const char *fmt, ...)
 {

@@ -53,6 +53,7 @@ int main(int argc, char **argv)
         printf(CLI_NAME " " SYMPHONY_VERSION "\n");
         return CLI_EXIT_OK;
     }
+    cli_install_sigbus_handler();
     for (size_t i = 0; i < command_count; i++) {
         if (strcmp(name, commands[i].name) == 0)
             return commands[i].run(argc - 1, argv + 1);

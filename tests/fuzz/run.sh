@@ -48,6 +48,14 @@ seed_dir() {
             for f in fixtures/bad/cases/*/model.safetensors.index.json; do
                 cp "$f" "$d/index$i.json"; i=$((i + 1))
             done ;;
+        fuzz_tokenizer)
+            for f in fixtures/bad/tokenizer/*.json ../shared/fixtures/real/base/tokenizer.json; do
+                [ -f "$f" ] && cp "$f" "$d/$(echo "$f" | tr / _)"
+            done ;;
+        fuzz_mergecfg)
+            for f in fixtures/configs/*.yml; do
+                [ -f "$f" ] && cp "$f" "$d/$(echo "$f" | tr / _)"
+            done ;;
         *)
             for f in tests/fuzz/seeds/"$name"/*; do [ -f "$f" ] && cp "$f" "$d/"; done ;;
     esac
@@ -63,6 +71,6 @@ for src in tests/fuzz/fuzz_*.c; do
     mkdir -p "$out/corpus-$name"
     SYMPHONY_TOP="$top" "$out/$name" -max_total_time="$seconds" -print_final_stats=1 \
         -artifact_prefix="$out/crashes/$name-" "$out/corpus-$name" "$seeds" 2>&1 |
-        grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE|INFO: .*corpus|==[0-9]+==ERROR)" || true
+        grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+[[:space:]]+DONE|INFO: .*corpus|==[0-9]+==ERROR)" || true
 done
 ls "$out/crashes" | head
