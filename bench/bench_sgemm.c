@@ -11,9 +11,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* Declared by OpenBLAS's cblas.h; repeated here in case another CBLAS header is found. */
-void openblas_set_num_threads(int num_threads);
-
 static double now_seconds(void)
 {
     struct timespec ts;

@@ -19,6 +19,9 @@ def stage_of(name):
         return "embeddings"
     if name.startswith("lm_head"):
         return "lm_head"
+    if name.endswith("input_layernorm.weight"):
+        # A calibrated merge runs the layer's calibration before its first tensor.
+        return "layer start"
     if "norm" in name:
         return "norms"
     if ".self_attn." in name:
