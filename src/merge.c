@@ -531,9 +531,9 @@ static sym_status check_disk_space(merge_run *run, sym_error *err)
     return SYM_OK;
 }
 
-/* Bytes per pwrite of tensor data. Each chunk's writeback is started as soon as it is
- * written, so dirty pages stay near one chunk per tensor and the disk works while the next
- * chunk is converted, instead of one long fdatasync per tensor. */
+/* Bytes per pwrite of tensor data. Each chunk's writeback starts as soon as it is
+ * written, so the disk works while later chunks are copied in, instead of during one long
+ * fdatasync at the end of the tensor. */
 #define WRITE_CHUNK (8u << 20)
 
 static sym_status pwrite_all(int fd, const uint8_t *p, size_t size, uint64_t offset,
