@@ -1,7 +1,8 @@
 #!/bin/sh
-# Two-source merges at Llama 2 13B width (hidden 5120, 40 heads, FFN 13824, vocab 32000,
-# BF16, 2 shards per source) with LAYERS layers each, every run from a cold page cache
-# inside a memory cgroup of LIMIT bytes (needs root; without it the runs have no limit).
+# Two-source merges at Llama 2 13B width (hidden 5120, 40 heads, FFN 13824, vocab 32000;
+# WIDTH=7b for 7B width), BF16, 2 shards per source, with LAYERS layers each, every run
+# from a cold page cache inside a memory cgroup of LIMIT bytes (needs root; without it
+# the runs have no limit).
 # Per run: wall time, time per stage and per layer, peak anonymous memory, cgroup peak,
 # block I/O delay. Then a kill at 50% of the bytes and the resume, and the in-memory
 # PyTorch merge of the same sources. Results go to $BENCH_DIR/results.txt; samples for
@@ -9,7 +10,9 @@
 #
 # Settings (environment): LAYERS ("2 4 8"), LIMIT (4294967296), RESUME_LAYERS (4; it
 # needs the merge of that many layers from LAYERS), TORCH_LAYERS ("2 4"), CALIBRATION
-# (0), THREADS (1), BENCH_DIR (/tmp/symphony-bench-scale), KEEP=1 keeps the checkpoints.
+# (0), THREADS (1), WIDTH (13b, or 7b for Llama 2 7B: hidden 4096, 32 heads, FFN 11008),
+# BENCH_DIR (/tmp/symphony-bench-scale; each WIDTH needs its own), KEEP=1 keeps the
+# checkpoints. THREADS above 1 makes the CPU/run-queue/blocked split meaningless.
 # An empty LAYERS, RESUME_LAYERS or TORCH_LAYERS skips that part.
 set -eu
 py=${SYMPHONY_PYTHON:-/usr/bin/python3}
@@ -19,6 +22,11 @@ limit=${LIMIT:-4294967296}
 resume_layers=${RESUME_LAYERS-4}
 torch_layers=${TORCH_LAYERS-2 4}
 calibration=${CALIBRATION:-0}
+case ${WIDTH:-13b} in
+13b) shape="hidden=5120 intermediate=13824 heads=40 kv_heads=40" ;;
+7b) shape="hidden=4096 intermediate=11008 heads=32 kv_heads=32" ;;
+*) echo "b_scale.sh: WIDTH must be 13b or 7b, got '$WIDTH'" >&2; exit 2 ;;
+esac
 bench="$SYMPHONY_TOP/bench"
 mkdir -p "$dir"
 results="$dir/results.txt"
@@ -45,8 +53,7 @@ make_sources() { # layers
     for seed in 1 2; do
         m="$dir/src$1-$seed"
         [ -f "$m/config.json" ] && continue
-        "$synth" "$m.tmp" layers="$1" hidden=5120 intermediate=13824 heads=40 kv_heads=40 \
-            vocab=32000 dtype=BF16 shards=2 seed=$seed
+        "$synth" "$m.tmp" layers="$1" $shape vocab=32000 dtype=BF16 shards=2 seed=$seed
         mv "$m.tmp" "$m"
     done
     # Calibration text: random lower-case words, different per domain. The synthetic
@@ -87,7 +94,8 @@ monitored_merge() { # tag layers [monitor options]
 log "machine: $(nproc) CPUs, $(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1)," \
     "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory," \
     "kernel $(uname -r)"
-log "binary: $SYMPHONY_BIN; calibration tokens: $calibration; limit: $limit bytes"
+log "binary: $SYMPHONY_BIN; width: ${WIDTH:-13b} ($shape); calibration tokens:" \
+    "$calibration; limit: $limit bytes"
 
 for layers in $layers_list; do
     make_sources "$layers"

@@ -62,10 +62,16 @@ def main():
     # writeback and fdatasync: the I/O stall. Block I/O delay counts only the waits the
     # kernel marks as I/O waits, so it is given as a cross-check.
     blocked = wall - cpu - run_queue
-    print("wall %.1f s = CPU %.1f s + run queue %.1f s + blocked %.1f s; I/O stall "
-          "(blocked) %.1f%% of wall, block I/O delay %.1f s (%.1f%%); load average %s" % (
-              wall, cpu, run_queue, blocked, 100.0 * blocked / wall, blkio,
-              100.0 * blkio / wall, summary.get("load_average_1min", "?")))
+    if blocked < 0:
+        # CPU time sums every thread but the run-queue wait is the main thread's alone, so
+        # with --threads above 1 the split does not add up.
+        print("wall %.1f s, CPU %.1f s over all threads; the I/O stall split needs one "
+              "thread" % (wall, cpu))
+    else:
+        print("wall %.1f s = CPU %.1f s + run queue %.1f s + blocked %.1f s; I/O stall "
+              "(blocked) %.1f%% of wall, block I/O delay %.1f s (%.1f%%); load average %s" % (
+                  wall, cpu, run_queue, blocked, 100.0 * blocked / wall, blkio,
+                  100.0 * blkio / wall, summary.get("load_average_1min", "?")))
     print("peak anonymous memory %.0f MiB, peak RSS %.0f MiB, cgroup peak %.0f MiB" % (
         int(summary["peak_anon_kib"]) / 1024, int(summary["peak_rss_kib"]) / 1024,
         int(summary.get("cgroup_peak_kib", "0")) / 1024))
