@@ -39,7 +39,8 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "not root: runs without a memory cgroup and with a warm page cache" | tee -a "$results"
     limit=0
 fi
-# Per-task block I/O delay accounting; off by default on most kernels.
+# Per-task block I/O delay accounting (kernel.task_delayacct). It was off on the machine
+# in docs/BENCHMARKS.md; this turns it on for the whole machine and leaves it on.
 [ -w /proc/sys/kernel/task_delayacct ] && echo 1 >/proc/sys/kernel/task_delayacct
 
 log() { echo "$*" | tee -a "$results"; }
