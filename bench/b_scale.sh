@@ -161,6 +161,16 @@ for layers in $torch_layers; do
 done
 rm -rf "$dir/torch-out"
 
+# OpenBLAS sgemm at one calibration layer's shapes with 2048 tokens: the compute reference.
+sgemm="$SYMPHONY_BUILD/bench/bench_sgemm"
+[ -x "$sgemm" ] || make --no-print-directory -C "$SYMPHONY_TOP" BUILD="$BUILD" \
+    "$BUILD/bench/bench_sgemm" >/dev/null
+hidden=${shape#hidden=}
+hidden=${hidden%% *}
+inter=${shape#*intermediate=}
+inter=${inter%% *}
+"$sgemm" 2048 "$hidden" "$inter" "${THREADS:-1}" 2 | tee -a "$results"
+
 if command -v gnuplot >/dev/null; then
     for tag in $(cd "$dir" && ls merge*.tsv | sed 's/\.tsv$//'); do
         gnuplot -e "input='$dir/$tag.tsv'; output='$dir/$tag.png'; title='$tag'" \
