@@ -658,10 +658,28 @@ typedef struct tensor_output {
     const sym_plan_tensor *tensor;
     int fd;
     uint64_t position;
+    uint64_t dropped; /* bytes from the tensor's start already written back and dropped */
     XXH3_state_t *hash;
     uint8_t *bytes;
     size_t capacity;
 } tensor_output;
+
+/* Waits for the writeback of all but the last WRITE_CHUNK bytes written so far and drops
+ * them from the page cache, so a tensor written in many blocks (the embeddings) keeps
+ * about one chunk cached instead of all of it. fdatasync still makes them durable. */
+static void drop_written(tensor_output *out)
+{
+    if (out->position < out->dropped + 2 * (uint64_t)WRITE_CHUNK)
+        return;
+    uint64_t end = out->position - WRITE_CHUNK;
+    off_t begin = (off_t)(out->tensor->offset + out->dropped);
+    off_t length = (off_t)(end - out->dropped);
+    unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                     SYNC_FILE_RANGE_WAIT_AFTER;
+    if (sync_file_range(out->fd, begin, length, flags) == 0)
+        (void)posix_fadvise(out->fd, begin, length, POSIX_FADV_DONTNEED);
+    out->dropped = end;
+}
 
 static sym_status output_check(const tensor_output *out, const float *values, size_t count,
                                uint64_t overflow, sym_error *err)
@@ -716,6 +734,8 @@ static sym_status output_write(void *context, const float *values, size_t count,
         s = pwrite_all(out->fd, out->bytes + size / 2, size - size / 2, offset + size / 2,
                        label, err);
     out->position += size;
+    if (s == SYM_OK)
+        drop_written(out);
     return s;
 }
 
