@@ -74,9 +74,28 @@ void sym_fusion_combine(const float *const *src, const double *coef, size_t n, s
     }
 }
 
+/* Values per block of the branch-free scan in sym_find_nonfinite. */
+#define FINITE_BLOCK 1024u
+
+/* Returns whether a full block holds a NaN or Inf: exactly the values whose exponent bits
+ * are all ones. The fixed trip count and the lack of branches let GCC -O2 vectorise it. */
+static bool block_has_nonfinite(const float *values)
+{
+    uint32_t any = 0;
+    for (size_t j = 0; j < FINITE_BLOCK; j++) {
+        uint32_t bits;
+        memcpy(&bits, values + j, sizeof bits);
+        any |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    return any != 0;
+}
+
 size_t sym_find_nonfinite(const float *values, size_t count)
 {
-    for (size_t j = 0; j < count; j++)
+    size_t base = 0;
+    while (base + FINITE_BLOCK <= count && !block_has_nonfinite(values + base))
+        base += FINITE_BLOCK;
+    for (size_t j = base; j < count; j++)
         if (!isfinite(values[j]))
             return j;
     return count;

@@ -539,17 +539,25 @@ static sym_status check_disk_space(merge_run *run, sym_error *err)
     return SYM_OK;
 }
 
+/* Bytes per pwrite of tensor data. Each chunk's writeback starts as soon as it is
+ * written, so the disk works while later chunks are copied in, instead of during one long
+ * fdatasync at the end of the tensor. */
+#define WRITE_CHUNK (8u << 20)
+
 static sym_status pwrite_all(int fd, const uint8_t *p, size_t size, uint64_t offset,
                              const char *name, sym_error *err)
 {
     size_t done = 0;
     while (done < size) {
-        ssize_t n = pwrite(fd, p + done, size - done, (off_t)(offset + done));
+        size_t want = size - done < WRITE_CHUNK ? size - done : WRITE_CHUNK;
+        ssize_t n = pwrite(fd, p + done, want, (off_t)(offset + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return sym_error_set(err, SYM_ERR_IO, "%s: write failed: %s", name,
                                  strerror(errno));
+        /* Only a hint: fdatasync before the journal record is what makes it durable. */
+        (void)sync_file_range(fd, (off_t)(offset + done), n, SYNC_FILE_RANGE_WRITE);
         done += (size_t)n;
     }
     return SYM_OK;
@@ -593,6 +601,9 @@ static sym_status hash_range(int fd, const char *name, uint64_t offset, uint64_t
 {
     XXH3_state_t *state = XXH3_createState();
     XXH3_64bits_reset(state);
+    /* Read the whole range ahead, not 64 KiB at a time, and leave no cache behind: a
+     * resume checks every journaled tensor once. */
+    (void)posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED);
     uint8_t buf[65536];
     sym_status s = SYM_OK;
     for (uint64_t done = 0; done < length && s == SYM_OK;) {
@@ -610,6 +621,7 @@ static sym_status hash_range(int fd, const char *name, uint64_t offset, uint64_t
     }
     *hash = XXH3_64bits_digest(state);
     XXH3_freeState(state);
+    (void)posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
     return s;
 }
 
@@ -654,10 +666,28 @@ typedef struct tensor_output {
     const sym_plan_tensor *tensor;
     int fd;
     uint64_t position;
+    uint64_t dropped; /* bytes from the tensor's start already written back and dropped */
     XXH3_state_t *hash;
     uint8_t *bytes;
     size_t capacity;
 } tensor_output;
+
+/* Waits for the writeback of all but the last WRITE_CHUNK bytes written so far and drops
+ * them from the page cache, so a tensor written in many blocks (the embeddings) keeps
+ * about one chunk cached instead of all of it. fdatasync still makes them durable. */
+static void drop_written(tensor_output *out)
+{
+    if (out->position < out->dropped + 2 * (uint64_t)WRITE_CHUNK)
+        return;
+    uint64_t end = out->position - WRITE_CHUNK;
+    off_t begin = (off_t)(out->tensor->offset + out->dropped);
+    off_t length = (off_t)(end - out->dropped);
+    unsigned flags = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                     SYNC_FILE_RANGE_WAIT_AFTER;
+    if (sync_file_range(out->fd, begin, length, flags) == 0)
+        (void)posix_fadvise(out->fd, begin, length, POSIX_FADV_DONTNEED);
+    out->dropped = end;
+}
 
 static sym_status output_check(const tensor_output *out, const float *values, size_t count,
                                uint64_t overflow, sym_error *err)
@@ -712,6 +742,8 @@ static sym_status output_write(void *context, const float *values, size_t count,
         s = pwrite_all(out->fd, out->bytes + size / 2, size - size / 2, offset + size / 2,
                        label, err);
     out->position += size;
+    if (s == SYM_OK)
+        drop_written(out);
     return s;
 }
 
@@ -736,6 +768,10 @@ static sym_status write_tensor(merge_run *run, size_t i, sym_error *err)
     if (s == SYM_OK && fdatasync(out.fd) != 0)
         s = sym_error_set(err, SYM_ERR_IO, "tensor '%s': fdatasync failed: %s", t->name,
                           strerror(errno));
+    /* The written pages are clean now and not read again by this run: dropping them keeps
+     * the page cache (and a memory cgroup's charge) from filling with output. */
+    if (s == SYM_OK)
+        (void)posix_fadvise(out.fd, (off_t)t->offset, (off_t)t->nbytes, POSIX_FADV_DONTNEED);
     sym_kill_point();
     if (s == SYM_OK)
         s = sym_journal_append(&run->journal, t->name, t->offset, t->nbytes, t->xxh3, err);
@@ -802,6 +838,11 @@ static sym_status write_tensors(merge_run *run, size_t resumed, sym_error *err)
             return ps;
         if (run->done[i])
             continue;
+        size_t next = i + 1;
+        while (next < run->plan.n_tensors && run->done[next])
+            next++;
+        if (next < run->plan.n_tensors)
+            sym_job_prefetch(&run->sources, &run->jobs[next]);
         sym_status s = write_tensor(run, i, err);
         if (s != SYM_OK)
             return s;

@@ -129,6 +129,10 @@ typedef struct sym_tensor_sink {
 sym_status sym_produce_tensor(const sym_merge_sources *src, const sym_tensor_job *job,
                               const sym_tensor_sink *sink, sym_error *err);
 
+/* Starts reading a job's source tensors into the page cache without waiting, so that the
+ * reads overlap the work on the job before it. */
+void sym_job_prefetch(const sym_merge_sources *src, const sym_tensor_job *job);
+
 /* Returns the f32 working memory, in bytes, that producing a job needs at most. */
 uint64_t sym_job_memory(const sym_merge_sources *src, const sym_tensor_job *job,
                         uint64_t numel);

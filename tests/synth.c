@@ -47,12 +47,23 @@ static bool is_norm(const char *name)
     return strstr(name, "norm") != NULL;
 }
 
-float synth_value(const synth_spec *spec, const char *name, uint64_t i)
+/* Per-tensor part of the hash, so that encode() computes it once per tensor. */
+static uint64_t tensor_key(const synth_spec *spec, const char *name)
 {
-    uint64_t h = mix64(name_hash(name) ^ mix64(spec->seed) ^ (i * 0x2545f4914f6cdd1dull));
-    if (is_norm(name))
+    return name_hash(name) ^ mix64(spec->seed);
+}
+
+static float value_at(uint64_t key, bool norm, uint64_t i)
+{
+    uint64_t h = mix64(key ^ (i * 0x2545f4914f6cdd1dull));
+    if (norm)
         return 1.0f + (float)((int)(h & 15) - 8) / 64.0f;
     return (float)((int)(h & 255) - 128) / 1024.0f;
+}
+
+float synth_value(const synth_spec *spec, const char *name, uint64_t i)
+{
+    return value_at(tensor_key(spec, name), is_norm(name), i);
 }
 
 typedef struct synth_tensor {
@@ -123,8 +134,10 @@ static size_t elem_size(sym_dtype d)
 static void encode(const synth_spec *s, const synth_tensor *t, uint8_t *out)
 {
     uint64_t count = t->rows * (t->cols ? t->cols : 1);
+    uint64_t key = tensor_key(s, t->name);
+    bool norm = is_norm(t->name);
     for (uint64_t i = 0; i < count; i++) {
-        float v = synth_value(s, t->name, i);
+        float v = value_at(key, norm, i);
         uint32_t bits;
         memcpy(&bits, &v, 4);
         if (s->dtype == SYM_DTYPE_F32) {

@@ -1,0 +1,94 @@
+/* OpenBLAS sgemm throughput at the shapes of one calibration forward pass: T tokens times
+ * the transposed weights of q/k/v/o (hidden x hidden), gate/up (hidden -> intermediate)
+ * and down (intermediate -> hidden), as the forward pass multiplies them (row-major
+ * activations times W^T). Reports GFLOP/s per shape and for the whole layer, the reference
+ * for the merge's compute efficiency.
+ *
+ * Usage: bench_sgemm TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS]
+ */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static float *random_matrix(size_t count, unsigned seed)
+{
+    float *m = malloc(count * sizeof *m);
+    if (m == NULL)
+        return NULL;
+    for (size_t i = 0; i < count; i++) {
+        seed = seed * 1103515245u + 12345u;
+        m[i] = (float)((int)(seed >> 16 & 0x7fff) - 16384) / 16384.0f;
+    }
+    return m;
+}
+
+/* Times out[tokens x n] = x[tokens x k] * W[n x k]^T; returns the best seconds. */
+static double time_shape(int tokens, int k, int n, int repeats)
+{
+    float *x = random_matrix((size_t)tokens * (size_t)k, 1);
+    float *w = random_matrix((size_t)n * (size_t)k, 2);
+    float *out = malloc((size_t)tokens * (size_t)n * sizeof *out);
+    double best = -1.0;
+    if (x == NULL || w == NULL || out == NULL) {
+        fprintf(stderr, "bench_sgemm: out of memory for %d x %d x %d\n", tokens, k, n);
+    } else {
+        for (int r = 0; r < repeats; r++) {
+            double t0 = now_seconds();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, n, k, 1.0f, x, k, w,
+                        k, 0.0f, out, n);
+            double t = now_seconds() - t0;
+            if (best < 0.0 || t < best)
+                best = t;
+        }
+    }
+    free(x);
+    free(w);
+    free(out);
+    return best;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: %s TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS]\n", argv[0]);
+        return 2;
+    }
+    int tokens = atoi(argv[1]), hidden = atoi(argv[2]), inter = atoi(argv[3]);
+    int threads = atoi(argv[4]), repeats = argc > 5 ? atoi(argv[5]) : 3;
+    if (tokens <= 0 || hidden <= 0 || inter <= 0 || threads <= 0 || repeats <= 0) {
+        fprintf(stderr, "%s: every argument must be a positive integer\n", argv[0]);
+        return 2;
+    }
+    openblas_set_num_threads(threads);
+    const struct {
+        const char *name;
+        int k, n, count; /* count: multiplications of this shape per layer */
+    } shapes[] = {
+        {"q/k/v/o", hidden, hidden, 4},
+        {"gate/up", hidden, inter, 2},
+        {"down", inter, hidden, 1},
+    };
+    double layer_flops = 0.0, layer_seconds = 0.0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        double seconds = time_shape(tokens, shapes[i].k, shapes[i].n, repeats);
+        if (seconds < 0.0)
+            return 1;
+        double flops = 2.0 * tokens * shapes[i].k * (double)shapes[i].n;
+        printf("sgemm %-8s %d x %d x %d, %d thread(s): %.3f s, %.1f GFLOP/s\n",
+               shapes[i].name, tokens, shapes[i].k, shapes[i].n, threads, seconds,
+               flops / seconds / 1e9);
+        layer_flops += flops * shapes[i].count;
+        layer_seconds += seconds * shapes[i].count;
+    }
+    printf("sgemm layer: %.1f GFLOP in %.2f s, %.1f GFLOP/s\n", layer_flops / 1e9,
+           layer_seconds, layer_flops / layer_seconds / 1e9);
+    return 0;
+}
