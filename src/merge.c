@@ -245,23 +245,58 @@ static sym_status build_plan(merge_run *run, sym_error *err)
     return s;
 }
 
+static void check_plan_memory(merge_run *run, sym_merge_plan *plan);
+
+/* Lists every source the merge reads, the base model after the experts. */
+static size_t list_models(const merge_run *run, sym_model **models)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < run->cfg->n_experts; i++)
+        models[n++] = run->experts[i];
+    if (run->base != NULL)
+        models[n++] = run->base;
+    return n;
+}
+
+/* Fills the memory and disk figures of plan as `merge --check` computes them. */
+static void estimate_needs(merge_run *run, sym_merge_plan *plan)
+{
+    sym_model *models[SYM_MAX_SOURCES + 1];
+    size_t n = list_models(run, models);
+    memset(plan, 0, sizeof *plan);
+    check_plan_memory(run, plan);
+    sym_merge_estimate_needs(run->cfg, n, run->anchor, plan);
+}
+
 static sym_status check_memory(merge_run *run, sym_error *err)
 {
-    if (run->opts->memory_limit == 0)
+    uint64_t limit = run->opts->memory_limit;
+    if (limit == 0)
         return SYM_OK;
+    char need_text[32], limit_text[32], part_text[32], tensor_text[32];
     for (size_t i = 0; i < run->plan.n_tensors; i++) {
         const sym_plan_tensor *t = &run->plan.tensors[i];
         uint64_t need = sym_job_memory(&run->sources, &run->jobs[i], t->shape[0] * t->shape[1]);
-        char need_text[32], limit_text[32];
-        if (need > run->opts->memory_limit)
+        if (need > limit)
             return sym_error_set(err, SYM_ERR_LIMIT,
                                  "tensor '%s' needs about %s of working memory, more than "
                                  "--memory-limit (%s); raise the limit", t->name,
                                  sym_format_size(need, need_text, sizeof need_text),
-                                 sym_format_size(run->opts->memory_limit, limit_text,
-                                                 sizeof limit_text));
+                                 sym_format_size(limit, limit_text, sizeof limit_text));
     }
-    return SYM_OK;
+    sym_merge_plan plan;
+    estimate_needs(run, &plan);
+    if (plan.memory_total <= limit)
+        return SYM_OK;
+    return sym_error_set(err, SYM_ERR_LIMIT,
+                         "the merge needs about %s (%llu bytes) of working memory, %s for "
+                         "calibration and %s for the largest tensor, more than --memory-limit "
+                         "(%s); raise the limit to at least that or lower calibration_tokens",
+                         sym_format_size(plan.memory_total, need_text, sizeof need_text),
+                         (unsigned long long)plan.memory_total,
+                         sym_format_size(plan.memory_calibration, part_text, sizeof part_text),
+                         sym_format_size(plan.memory_tensor, tensor_text, sizeof tensor_text),
+                         sym_format_size(limit, limit_text, sizeof limit_text));
 }
 
 /* Writes dir/name into out; output paths are checked against PATH_MAX up front, so a
@@ -516,6 +551,28 @@ static sym_status prepare_partial(merge_run *run, sym_error *err)
     return s;
 }
 
+/* Returns the bytes of the plain files in dir, 0 when it cannot be read. */
+static uint64_t directory_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    uint64_t sum = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        char path[PATH_MAX];
+        struct stat st;
+        join_path(path, sizeof path, dir, entry->d_name);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            sum += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return sum;
+}
+
+/* Compares the free space of the output's parent with what the merge still writes: the
+ * shard bytes not yet journaled and the work directory's caches (the upper bound that
+ * `merge --check` prints, less what an interrupted run already wrote). */
 static sym_status check_disk_space(merge_run *run, sym_error *err)
 {
     char parent[PATH_MAX];
@@ -524,19 +581,29 @@ static sym_status check_disk_space(merge_run *run, sym_error *err)
     if (statvfs(parent, &vfs) != 0)
         return sym_error_set(err, SYM_ERR_IO, "%s: cannot read free space: %s", parent,
                              strerror(errno));
-    uint64_t need = 1u << 20;
-    for (uint32_t s = 0; s < run->plan.n_shards; s++)
-        need += run->plan.shard_file_size[s];
-    for (size_t i = 0; i < run->plan.n_tensors; i++)
+    sym_merge_plan plan;
+    estimate_needs(run, &plan);
+    uint64_t shards = plan.output_bytes;
+    for (size_t i = 0; run->done != NULL && i < run->plan.n_tensors; i++)
         if (run->done[i])
-            need -= run->plan.tensors[i].nbytes;
+            shards -= run->plan.tensors[i].nbytes;
+    char work[PATH_MAX];
+    join_path(work, sizeof work, run->partial, SYM_WORK_DIR_NAME);
+    uint64_t cached = directory_bytes(work);
+    uint64_t caches = plan.cache_bytes > cached ? plan.cache_bytes - cached : 0;
+    uint64_t need = shards + caches + (1u << 20);
     uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-    if (avail < need)
-        return sym_error_set(err, SYM_ERR_LIMIT,
-                             "%s: %llu MiB free, the merge needs about %llu MiB more; free "
-                             "space or choose another output directory", parent,
-                             (unsigned long long)(avail >> 20), (unsigned long long)(need >> 20));
-    return SYM_OK;
+    if (avail >= need)
+        return SYM_OK;
+    char avail_text[32], need_text[32], shards_text[32], caches_text[32];
+    return sym_error_set(err, SYM_ERR_LIMIT,
+                         "%s: %s free, but the merge needs about %s more (%s of output shards, "
+                         "%s of calibration caches in %s); free space, choose another output "
+                         "directory, or lower calibration_tokens", parent,
+                         sym_format_size(avail, avail_text, sizeof avail_text),
+                         sym_format_size(need, need_text, sizeof need_text),
+                         sym_format_size(shards, shards_text, sizeof shards_text),
+                         sym_format_size(caches, caches_text, sizeof caches_text), work);
 }
 
 static sym_status pwrite_all(int fd, const uint8_t *p, size_t size, uint64_t offset,
@@ -1092,6 +1159,17 @@ static sym_status prepare(merge_run *run, sym_error *err)
     return s;
 }
 
+/* Checks the free space of a merge that starts from nothing, before the lock file and
+ * OUTPUT.partial are created. A resumed merge is checked once its journal says which
+ * tensors remain; an existing OUTPUT is left to check_existing_output. */
+static sym_status check_fresh_disk_space(merge_run *run, sym_error *err)
+{
+    snprintf(run->partial, sizeof run->partial, "%s.partial", run->opts->output);
+    if (is_directory(run->partial) || is_directory(run->opts->output))
+        return SYM_OK;
+    return check_disk_space(run, err);
+}
+
 static sym_status run_locked(merge_run *run, sym_merge_result *result, sym_error *err)
 {
     bool complete;
@@ -1126,6 +1204,8 @@ sym_status sym_merge_run(const sym_merge_config *cfg, const sym_merge_options *o
     memset(result, 0, sizeof *result);
     merge_run run = {.cfg = cfg, .opts = opts, .lock_fd = -1, .journal = {.fd = -1}};
     sym_status s = prepare(&run, err);
+    if (s == SYM_OK)
+        s = check_fresh_disk_space(&run, err);
     if (s == SYM_OK)
         s = take_lock(&run, err);
     if (s == SYM_OK)
@@ -1255,11 +1335,7 @@ static sym_status check_plan_models(merge_run *run, sym_merge_plan *plan, sym_er
         return s;
     check_plan_memory(run, plan);
     sym_model *models[SYM_MAX_SOURCES + 1];
-    size_t n = 0;
-    for (size_t i = 0; i < run->cfg->n_experts; i++)
-        models[n++] = run->experts[i];
-    if (run->base != NULL)
-        models[n++] = run->base;
+    size_t n = list_models(run, models);
     plan->n_sources = n;
     sym_merge_estimate(run->cfg, run->opts, models, n, run->anchor, plan);
     check_plan_limits(run, plan);

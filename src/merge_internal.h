@@ -58,6 +58,12 @@ void sym_merge_estimate(const sym_merge_config *cfg, const sym_merge_options *op
                         sym_model *const *models, size_t n_models, const sym_model *anchor,
                         sym_merge_plan *plan);
 
+/* Fills the memory and disk figures of plan (memory_calibration, memory_total, cache_bytes,
+ * disk_needed) and calibration_tokens, without the time measurements; plan->memory_tensor
+ * and plan->output_bytes must be set. */
+void sym_merge_estimate_needs(const sym_merge_config *cfg, size_t n_models,
+                              const sym_model *anchor, sym_merge_plan *plan);
+
 /* Returns the sum of the tensor bytes of a model's shards. */
 uint64_t sym_merge_source_bytes(const sym_model *model);
 
