@@ -917,65 +917,20 @@ static sym_status check_sources_unchanged(merge_run *run, sym_error *err)
     return SYM_OK;
 }
 
-static void card_append(char **text, size_t *len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void card_append(char **text, size_t *len, const char *fmt, ...)
-{
-    char line[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n < 0 || *text == NULL)
-        return;
-    size_t add = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
-    char *grown = realloc(*text, *len + add + 1);
-    if (grown == NULL) {
-        free(*text);
-        *text = NULL;
-        return;
-    }
-    memcpy(grown + *len, line, add + 1);
-    *text = grown;
-    *len += add;
-}
-
-/* The model card: sources, method and settings. */
 static sym_status write_model_card(merge_run *run, sym_error *err)
 {
-    const sym_merge_config *cfg = run->cfg;
-    size_t len = 0;
-    char *text = calloc(1, 1);
-    card_append(&text, &len, "# Mixture-of-Experts merge\n\nBuilt by symphony-stream from "
-                             "%zu dense models: expert e of every layer is source e's "
-                             "feed-forward network.\n\n## Sources\n\n", cfg->n_experts);
-    for (size_t i = 0; i < cfg->n_experts; i++)
-        card_append(&text, &len, "- expert %zu: `%s`%s\n", i, cfg->experts[i].source_model,
-                    run->experts[i] == run->anchor ? " (anchor)" : "");
-    if (run->base != NULL)
-        card_append(&text, &len, "- base model (anchor%s): `%s`\n",
-                    run->vocab_donor == run->base ? ", vocabulary donor" : "", cfg->base_model);
-    card_append(&text, &len,
-                "\nCheck each source's licence before distributing this model.\n"
-                "\n## Method\n\n"
-                "- embeddings%s: weighted mean over the union vocabulary (%llu rows)\n"
-                "- attention: %s\n- norms: weighted mean\n"
-                "- router: %s, seed %llu, %lld experts per token\n"
-                "- expert alignment: none (calibration_tokens 0)\n"
-                "\n## Settings\n\n- dtype: %s\n- tensors: %zu in %u shard(s), %llu bytes\n",
-                run->tied ? " (tied output layer)" : " and lm_head",
-                (unsigned long long)run->sources.vocab_out,
-                sym_attention_mode_name(cfg->attention),
-                cfg->router.init == SYM_ROUTER_INIT_ZERO ? "zero" : sym_gate_mode_name(cfg->gate_mode),
-                (unsigned long long)cfg->seed, (long long)cfg->experts_per_token,
-                sym_dtype_name(cfg->dtype), run->plan.n_tensors, run->plan.n_shards,
-                (unsigned long long)run->plan.total_size);
-    if (text == NULL)
-        return sym_error_set(err, SYM_ERR_NOMEM, "README.md: out of memory");
-    sym_status s = sym_write_file(run->partial, "README.md", text, len, err);
-    free(text);
-    return s;
+    sym_card_facts facts = {
+        .cfg = run->cfg,
+        .experts = run->experts,
+        .base = run->base,
+        .anchor = run->anchor,
+        .vocab_donor = run->vocab_donor,
+        .tied = run->tied,
+        .calibrated = run->pipeline != NULL,
+        .vocab_rows = run->sources.vocab_out,
+        .plan = &run->plan,
+    };
+    return sym_merge_write_card(&facts, run->partial, err);
 }
 
 static sym_status copy_side_files(merge_run *run, sym_error *err)
@@ -1010,10 +965,10 @@ static sym_status write_metadata(merge_run *run, sym_error *err)
         s = sym_write_moe_config(run->anchor, &values, run->partial, err);
     if (s == SYM_OK)
         s = copy_side_files(run, err);
-    if (s == SYM_OK)
-        s = write_model_card(run, err);
     if (s == SYM_OK && run->pipeline != NULL)
         s = sym_pipeline_report(run->pipeline, run->partial, err);
+    if (s == SYM_OK)
+        s = write_model_card(run, err);
     if (s == SYM_OK)
         s = fsync_path(run->partial, err);
     return s;

@@ -139,4 +139,20 @@ sym_status sym_produce_tensor(const sym_merge_sources *src, const sym_tensor_job
 uint64_t sym_job_memory(const sym_merge_sources *src, const sym_tensor_job *job,
                         uint64_t numel);
 
+/* What the model card describes (merge_card.c). */
+typedef struct sym_card_facts {
+    const sym_merge_config *cfg;
+    sym_model *const *experts;
+    const sym_model *base; /* base_model when it is not an expert, or NULL */
+    const sym_model *anchor;
+    const sym_model *vocab_donor;
+    bool tied;
+    bool calibrated; /* merge-report.json is in the directory */
+    uint64_t vocab_rows;
+    const struct sym_out_plan *plan;
+} sym_card_facts;
+
+/* Writes README.md into dir; a calibrated merge's card reads dir/merge-report.json. */
+sym_status sym_merge_write_card(const sym_card_facts *facts, const char *dir, sym_error *err);
+
 #endif
