@@ -2,6 +2,7 @@
 #ifndef SYMPHONY_CLI_H
 #define SYMPHONY_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,7 +78,7 @@ struct sym_merge_result;
 typedef struct cli_progress {
     bool line;      /* redraw a progress line on stderr (a terminal) */
     bool layer_log; /* print a line per calibrated layer (-v) */
-    bool drawn;     /* a progress line is on the screen */
+    volatile sig_atomic_t drawn; /* a progress line is on the screen; read by handlers */
     double start, last_draw, layer_start, seconds;
     uint64_t tokens_seen;
 } cli_progress;
