@@ -81,6 +81,7 @@ typedef struct cli_progress {
     volatile sig_atomic_t drawn; /* a progress line is on the screen; read by handlers */
     double start, last_draw, layer_start, seconds;
     uint64_t tokens_seen;
+    int shown_layer; /* 1-based layer on the progress line; 0 before the first */
 } cli_progress;
 void cli_progress_init(cli_progress *p, bool line, bool layer_log);
 void cli_progress_update(void *context, const struct sym_merge_progress *m);
