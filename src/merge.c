@@ -597,7 +597,7 @@ static sym_status check_disk_space(merge_run *run, sym_error *err)
         return SYM_OK;
     char avail_text[32], need_text[32], shards_text[32], caches_text[32];
     return sym_error_set(err, SYM_ERR_LIMIT,
-                         "%s: %s free, but the merge needs about %s more (%s of output shards, "
+                         "%s: %s free, the merge needs about %s more (%s of output shards, "
                          "%s of calibration caches in %s); free space, choose another output "
                          "directory, or lower calibration_tokens", parent,
                          sym_format_size(avail, avail_text, sizeof avail_text),

@@ -82,7 +82,7 @@ if mount -t tmpfs -o size=${size_kib}k symphony-limits "$disk" 2>/dev/null; then
     rc=$?
     seconds=$(( $(date +%s) - start ))
     [ $rc -eq 1 ] || { echo "merge on a ${size_kib} KiB tmpfs: exit $rc"; fail=1; }
-    grep -q "free, but the merge needs about" "$tmp/err.txt" ||
+    grep -q "free, the merge needs about" "$tmp/err.txt" ||
         { echo "no free-space message:"; cat "$tmp/err.txt"; fail=1; }
     grep -q "of calibration caches" "$tmp/err.txt" ||
         { echo "the message does not name the caches:"; cat "$tmp/err.txt"; fail=1; }
