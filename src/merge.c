@@ -245,23 +245,58 @@ static sym_status build_plan(merge_run *run, sym_error *err)
     return s;
 }
 
+static void check_plan_memory(merge_run *run, sym_merge_plan *plan);
+
+/* Lists every source the merge reads, the base model after the experts. */
+static size_t list_models(const merge_run *run, sym_model **models)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < run->cfg->n_experts; i++)
+        models[n++] = run->experts[i];
+    if (run->base != NULL)
+        models[n++] = run->base;
+    return n;
+}
+
+/* Fills the memory and disk figures of plan as `merge --check` computes them. */
+static void estimate_needs(merge_run *run, sym_merge_plan *plan)
+{
+    sym_model *models[SYM_MAX_SOURCES + 1];
+    size_t n = list_models(run, models);
+    memset(plan, 0, sizeof *plan);
+    check_plan_memory(run, plan);
+    sym_merge_estimate_needs(run->cfg, n, run->anchor, plan);
+}
+
 static sym_status check_memory(merge_run *run, sym_error *err)
 {
-    if (run->opts->memory_limit == 0)
+    uint64_t limit = run->opts->memory_limit;
+    if (limit == 0)
         return SYM_OK;
+    char need_text[32], limit_text[32], part_text[32], tensor_text[32];
     for (size_t i = 0; i < run->plan.n_tensors; i++) {
         const sym_plan_tensor *t = &run->plan.tensors[i];
         uint64_t need = sym_job_memory(&run->sources, &run->jobs[i], t->shape[0] * t->shape[1]);
-        char need_text[32], limit_text[32];
-        if (need > run->opts->memory_limit)
+        if (need > limit)
             return sym_error_set(err, SYM_ERR_LIMIT,
                                  "tensor '%s' needs about %s of working memory, more than "
                                  "--memory-limit (%s); raise the limit", t->name,
                                  sym_format_size(need, need_text, sizeof need_text),
-                                 sym_format_size(run->opts->memory_limit, limit_text,
-                                                 sizeof limit_text));
+                                 sym_format_size(limit, limit_text, sizeof limit_text));
     }
-    return SYM_OK;
+    sym_merge_plan plan;
+    estimate_needs(run, &plan);
+    if (plan.memory_total <= limit)
+        return SYM_OK;
+    return sym_error_set(err, SYM_ERR_LIMIT,
+                         "the merge needs about %s (%llu bytes) of working memory, %s for "
+                         "calibration and %s for the largest tensor, more than --memory-limit "
+                         "(%s); raise the limit to at least that or lower calibration_tokens",
+                         sym_format_size(plan.memory_total, need_text, sizeof need_text),
+                         (unsigned long long)plan.memory_total,
+                         sym_format_size(plan.memory_calibration, part_text, sizeof part_text),
+                         sym_format_size(plan.memory_tensor, tensor_text, sizeof tensor_text),
+                         sym_format_size(limit, limit_text, sizeof limit_text));
 }
 
 /* Writes dir/name into out; output paths are checked against PATH_MAX up front, so a
@@ -516,6 +551,28 @@ static sym_status prepare_partial(merge_run *run, sym_error *err)
     return s;
 }
 
+/* Returns the bytes of the plain files in dir, 0 when it cannot be read. */
+static uint64_t directory_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    uint64_t sum = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        char path[PATH_MAX];
+        struct stat st;
+        join_path(path, sizeof path, dir, entry->d_name);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            sum += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return sum;
+}
+
+/* Compares the free space of the output's parent with what the merge still writes: the
+ * shard bytes not yet journaled and the work directory's caches (the upper bound that
+ * `merge --check` prints, less what an interrupted run already wrote). */
 static sym_status check_disk_space(merge_run *run, sym_error *err)
 {
     char parent[PATH_MAX];
@@ -524,19 +581,29 @@ static sym_status check_disk_space(merge_run *run, sym_error *err)
     if (statvfs(parent, &vfs) != 0)
         return sym_error_set(err, SYM_ERR_IO, "%s: cannot read free space: %s", parent,
                              strerror(errno));
-    uint64_t need = 1u << 20;
-    for (uint32_t s = 0; s < run->plan.n_shards; s++)
-        need += run->plan.shard_file_size[s];
-    for (size_t i = 0; i < run->plan.n_tensors; i++)
+    sym_merge_plan plan;
+    estimate_needs(run, &plan);
+    uint64_t shards = plan.output_bytes;
+    for (size_t i = 0; run->done != NULL && i < run->plan.n_tensors; i++)
         if (run->done[i])
-            need -= run->plan.tensors[i].nbytes;
+            shards -= run->plan.tensors[i].nbytes;
+    char work[PATH_MAX];
+    join_path(work, sizeof work, run->partial, SYM_WORK_DIR_NAME);
+    uint64_t cached = directory_bytes(work);
+    uint64_t caches = plan.cache_bytes > cached ? plan.cache_bytes - cached : 0;
+    uint64_t need = shards + caches + (1u << 20);
     uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-    if (avail < need)
-        return sym_error_set(err, SYM_ERR_LIMIT,
-                             "%s: %llu MiB free, the merge needs about %llu MiB more; free "
-                             "space or choose another output directory", parent,
-                             (unsigned long long)(avail >> 20), (unsigned long long)(need >> 20));
-    return SYM_OK;
+    if (avail >= need)
+        return SYM_OK;
+    char avail_text[32], need_text[32], shards_text[32], caches_text[32];
+    return sym_error_set(err, SYM_ERR_LIMIT,
+                         "%s: %s free, the merge needs about %s more (%s of output shards, "
+                         "%s of calibration caches in %s); free space, choose another output "
+                         "directory, or lower calibration_tokens", parent,
+                         sym_format_size(avail, avail_text, sizeof avail_text),
+                         sym_format_size(need, need_text, sizeof need_text),
+                         sym_format_size(shards, shards_text, sizeof shards_text),
+                         sym_format_size(caches, caches_text, sizeof caches_text), work);
 }
 
 /* Bytes per pwrite of tensor data. Each chunk's writeback starts as soon as it is
@@ -891,65 +958,20 @@ static sym_status check_sources_unchanged(merge_run *run, sym_error *err)
     return SYM_OK;
 }
 
-static void card_append(char **text, size_t *len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void card_append(char **text, size_t *len, const char *fmt, ...)
-{
-    char line[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n < 0 || *text == NULL)
-        return;
-    size_t add = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
-    char *grown = realloc(*text, *len + add + 1);
-    if (grown == NULL) {
-        free(*text);
-        *text = NULL;
-        return;
-    }
-    memcpy(grown + *len, line, add + 1);
-    *text = grown;
-    *len += add;
-}
-
-/* The model card: sources, method and settings. */
 static sym_status write_model_card(merge_run *run, sym_error *err)
 {
-    const sym_merge_config *cfg = run->cfg;
-    size_t len = 0;
-    char *text = calloc(1, 1);
-    card_append(&text, &len, "# Mixture-of-Experts merge\n\nBuilt by symphony-stream from "
-                             "%zu dense models: expert e of every layer is source e's "
-                             "feed-forward network.\n\n## Sources\n\n", cfg->n_experts);
-    for (size_t i = 0; i < cfg->n_experts; i++)
-        card_append(&text, &len, "- expert %zu: `%s`%s\n", i, cfg->experts[i].source_model,
-                    run->experts[i] == run->anchor ? " (anchor)" : "");
-    if (run->base != NULL)
-        card_append(&text, &len, "- base model (anchor%s): `%s`\n",
-                    run->vocab_donor == run->base ? ", vocabulary donor" : "", cfg->base_model);
-    card_append(&text, &len,
-                "\nCheck each source's licence before distributing this model.\n"
-                "\n## Method\n\n"
-                "- embeddings%s: weighted mean over the union vocabulary (%llu rows)\n"
-                "- attention: %s\n- norms: weighted mean\n"
-                "- router: %s, seed %llu, %lld experts per token\n"
-                "- expert alignment: none (calibration_tokens 0)\n"
-                "\n## Settings\n\n- dtype: %s\n- tensors: %zu in %u shard(s), %llu bytes\n",
-                run->tied ? " (tied output layer)" : " and lm_head",
-                (unsigned long long)run->sources.vocab_out,
-                sym_attention_mode_name(cfg->attention),
-                cfg->router.init == SYM_ROUTER_INIT_ZERO ? "zero" : sym_gate_mode_name(cfg->gate_mode),
-                (unsigned long long)cfg->seed, (long long)cfg->experts_per_token,
-                sym_dtype_name(cfg->dtype), run->plan.n_tensors, run->plan.n_shards,
-                (unsigned long long)run->plan.total_size);
-    if (text == NULL)
-        return sym_error_set(err, SYM_ERR_NOMEM, "README.md: out of memory");
-    sym_status s = sym_write_file(run->partial, "README.md", text, len, err);
-    free(text);
-    return s;
+    sym_card_facts facts = {
+        .cfg = run->cfg,
+        .experts = run->experts,
+        .base = run->base,
+        .anchor = run->anchor,
+        .vocab_donor = run->vocab_donor,
+        .tied = run->tied,
+        .calibrated = run->pipeline != NULL,
+        .vocab_rows = run->sources.vocab_out,
+        .plan = &run->plan,
+    };
+    return sym_merge_write_card(&facts, run->partial, err);
 }
 
 static sym_status copy_side_files(merge_run *run, sym_error *err)
@@ -984,10 +1006,10 @@ static sym_status write_metadata(merge_run *run, sym_error *err)
         s = sym_write_moe_config(run->anchor, &values, run->partial, err);
     if (s == SYM_OK)
         s = copy_side_files(run, err);
-    if (s == SYM_OK)
-        s = write_model_card(run, err);
     if (s == SYM_OK && run->pipeline != NULL)
         s = sym_pipeline_report(run->pipeline, run->partial, err);
+    if (s == SYM_OK)
+        s = write_model_card(run, err);
     if (s == SYM_OK)
         s = fsync_path(run->partial, err);
     return s;
@@ -1133,6 +1155,17 @@ static sym_status prepare(merge_run *run, sym_error *err)
     return s;
 }
 
+/* Checks the free space of a merge that starts from nothing, before the lock file and
+ * OUTPUT.partial are created. A resumed merge is checked once its journal says which
+ * tensors remain; an existing OUTPUT is left to check_existing_output. */
+static sym_status check_fresh_disk_space(merge_run *run, sym_error *err)
+{
+    snprintf(run->partial, sizeof run->partial, "%s.partial", run->opts->output);
+    if (is_directory(run->partial) || is_directory(run->opts->output))
+        return SYM_OK;
+    return check_disk_space(run, err);
+}
+
 static sym_status run_locked(merge_run *run, sym_merge_result *result, sym_error *err)
 {
     bool complete;
@@ -1167,6 +1200,8 @@ sym_status sym_merge_run(const sym_merge_config *cfg, const sym_merge_options *o
     memset(result, 0, sizeof *result);
     merge_run run = {.cfg = cfg, .opts = opts, .lock_fd = -1, .journal = {.fd = -1}};
     sym_status s = prepare(&run, err);
+    if (s == SYM_OK)
+        s = check_fresh_disk_space(&run, err);
     if (s == SYM_OK)
         s = take_lock(&run, err);
     if (s == SYM_OK)
@@ -1296,11 +1331,7 @@ static sym_status check_plan_models(merge_run *run, sym_merge_plan *plan, sym_er
         return s;
     check_plan_memory(run, plan);
     sym_model *models[SYM_MAX_SOURCES + 1];
-    size_t n = 0;
-    for (size_t i = 0; i < run->cfg->n_experts; i++)
-        models[n++] = run->experts[i];
-    if (run->base != NULL)
-        models[n++] = run->base;
+    size_t n = list_models(run, models);
     plan->n_sources = n;
     sym_merge_estimate(run->cfg, run->opts, models, n, run->anchor, plan);
     check_plan_limits(run, plan);

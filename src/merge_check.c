@@ -15,8 +15,11 @@
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "merge_internal.h"
+#include "symphony/actstore.h"
+#include "symphony/hcache.h"
 #include "symphony/merge.h"
 
 const char *sym_format_size(uint64_t bytes, char *buf, size_t size)
@@ -318,18 +321,31 @@ static void count_memory(const sym_merge_config *cfg, const sym_model_config *c,
     plan->memory_total = plan->memory_tensor + plan->memory_calibration;
 }
 
-/* Disk: the output shards, the small metadata files, and the work directory's caches. */
+/* Bytes of one cache file of `raw` payload bytes at most: its header and zstd's worst-case
+ * output, which is never below the uncompressed size. */
+static uint64_t cache_file_bound(uint64_t header, uint64_t raw)
+{
+    return header + (uint64_t)ZSTD_compressBound((size_t)raw);
+}
+
+/* Disk: the output shards, the small metadata files, and an upper bound of the work
+ * directory. Per layer the pipeline writes the hidden states leaving it for each calibrated
+ * model and for the merged model, the router inputs (all [tokens, hidden] in the cache
+ * dtype), one activation statistics file ([d_ff, d_ff] f32 plus f64 mean and std) per
+ * aligned expert, and a JSON report; once, the token labels and the router setup. */
 static void count_disk(const sym_merge_config *cfg, const sym_model_config *c, size_t n_models,
                        uint64_t tokens, sym_merge_plan *plan)
 {
     uint64_t T = tokens, d = (uint64_t)c->hidden_size, f = (uint64_t)c->intermediate_size;
     uint64_t L = (uint64_t)c->num_hidden_layers, n = cfg->n_experts;
+    uint64_t elem = cfg->cache_dtype == SYM_HCACHE_BF16 ? 2 : 4;
     plan->cache_bytes = 0;
     if (T > 0) {
-        /* Per layer: each model's and the merged model's states, the router inputs, and an
-         * f x f correlation per aligned expert. The files are zstd-compressed, so smaller. */
-        plan->cache_bytes = L * (T * d * 4 * (n_models + 2) + (n - 1) * (f * f + 2 * f) * 4);
-        plan->cache_bytes += T * 4; /* token labels */
+        uint64_t states = (n_models + 2) * cache_file_bound(SYM_HCACHE_HEADER_BYTES, T * d * elem);
+        uint64_t stats = n * cache_file_bound(SYM_ACTSTORE_HEADER_BYTES, (f * f * 4) + f * 16);
+        uint64_t report = 4096 + 512 * n;
+        plan->cache_bytes = L * (states + stats + report);
+        plan->cache_bytes += cache_file_bound(SYM_HCACHE_HEADER_BYTES, T * 4) + 4096;
     }
     plan->disk_needed = plan->output_bytes + plan->cache_bytes + (1u << 20);
 }
@@ -353,14 +369,24 @@ static void estimate_time(sym_merge_plan *plan, const char *probe_file)
     plan->seconds_total = plan->seconds_read + plan->seconds_write + plan->seconds_compute;
 }
 
-void sym_merge_estimate(const sym_merge_config *cfg, const sym_merge_options *opts,
-                        sym_model *const *models, size_t n_models, const sym_model *anchor,
-                        sym_merge_plan *plan)
+void sym_merge_estimate_needs(const sym_merge_config *cfg, size_t n_models,
+                              const sym_model *anchor, sym_merge_plan *plan)
 {
     const sym_model_config *c = sym_model_get_config(anchor);
     uint64_t tokens = sym_merge_calibration_tokens(cfg);
     plan->calibration_tokens = tokens;
     plan->n_layers = (int)c->num_hidden_layers;
+    size_t calibrated_models = tokens > 0 ? n_models : 0;
+    count_memory(cfg, c, calibrated_models, tokens, plan);
+    count_disk(cfg, c, calibrated_models, tokens, plan);
+}
+
+void sym_merge_estimate(const sym_merge_config *cfg, const sym_merge_options *opts,
+                        sym_model *const *models, size_t n_models, const sym_model *anchor,
+                        sym_merge_plan *plan)
+{
+    const sym_model_config *c = sym_model_get_config(anchor);
+    sym_merge_estimate_needs(cfg, n_models, anchor, plan);
     plan->read_bytes = 0;
     const char *largest = NULL;
     uint64_t largest_size = 0;
@@ -374,10 +400,8 @@ void sym_merge_estimate(const sym_merge_config *cfg, const sym_merge_options *op
             }
         }
     }
-    size_t calibrated_models = tokens > 0 ? n_models : 0;
-    count_flops(cfg, c, calibrated_models, tokens, plan);
-    count_memory(cfg, c, calibrated_models, tokens, plan);
-    count_disk(cfg, c, calibrated_models, tokens, plan);
+    size_t calibrated_models = plan->calibration_tokens > 0 ? n_models : 0;
+    count_flops(cfg, c, calibrated_models, plan->calibration_tokens, plan);
     plan->memory_limit = opts->memory_limit;
     estimate_time(plan, largest);
 }

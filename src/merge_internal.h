@@ -58,6 +58,12 @@ void sym_merge_estimate(const sym_merge_config *cfg, const sym_merge_options *op
                         sym_model *const *models, size_t n_models, const sym_model *anchor,
                         sym_merge_plan *plan);
 
+/* Fills the memory and disk figures of plan (memory_calibration, memory_total, cache_bytes,
+ * disk_needed) and calibration_tokens, without the time measurements; plan->memory_tensor
+ * and plan->output_bytes must be set. */
+void sym_merge_estimate_needs(const sym_merge_config *cfg, size_t n_models,
+                              const sym_model *anchor, sym_merge_plan *plan);
+
 /* Returns the sum of the tensor bytes of a model's shards. */
 uint64_t sym_merge_source_bytes(const sym_model *model);
 
@@ -136,5 +142,21 @@ void sym_job_prefetch(const sym_merge_sources *src, const sym_tensor_job *job);
 /* Returns the f32 working memory, in bytes, that producing a job needs at most. */
 uint64_t sym_job_memory(const sym_merge_sources *src, const sym_tensor_job *job,
                         uint64_t numel);
+
+/* What the model card describes (merge_card.c). */
+typedef struct sym_card_facts {
+    const sym_merge_config *cfg;
+    sym_model *const *experts;
+    const sym_model *base; /* base_model when it is not an expert, or NULL */
+    const sym_model *anchor;
+    const sym_model *vocab_donor;
+    bool tied;
+    bool calibrated; /* merge-report.json is in the directory */
+    uint64_t vocab_rows;
+    const struct sym_out_plan *plan;
+} sym_card_facts;
+
+/* Writes README.md into dir; a calibrated merge's card reads dir/merge-report.json. */
+sym_status sym_merge_write_card(const sym_card_facts *facts, const char *dir, sym_error *err);
 
 #endif

@@ -8,12 +8,14 @@
  * of layer l (post_attention_layernorm of the merged model) are kept as x-<l>.hc and the
  * token labels as labels.hc, so routers can be retrained without recomputing anything.
  */
+#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,7 +50,6 @@ struct sym_pipeline {
     int state_layer;  /* the layer whose input states are in memory, -1: none */
     json_t *layers;   /* per-layer reports */
     double seconds[STAGE_COUNT];
-    uint64_t cache_bytes;
     char work_dir[4096];
 };
 
@@ -405,7 +406,6 @@ static sym_status cache_io(sym_pipeline *p, int l, bool write, sym_error *err)
         /* A run reads what it wrote, so a resumed run sees the same values. */
         if (s == SYM_OK)
             s = sym_hcache_read(path, h, p->tokens, p->hidden, err);
-        p->cache_bytes += p->tokens * p->hidden * (p->cfg->cache_dtype == SYM_HCACHE_BF16 ? 2 : 4);
     }
     return s;
 }
@@ -687,6 +687,26 @@ sym_status sym_pipeline_layer(sym_pipeline *p, int l, bool written, sym_error *e
     return s;
 }
 
+/* Returns the bytes of the plain files in dir as they lie on disk (zstd-compressed caches,
+ * statistics and reports), 0 when it cannot be read. */
+static uint64_t work_dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return 0;
+    uint64_t sum = 0;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, entry->d_name);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+            sum += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return sum;
+}
+
 sym_status sym_pipeline_report(sym_pipeline *p, const char *dir, sym_error *err)
 {
     struct rusage ru;
@@ -703,7 +723,7 @@ sym_status sym_pipeline_report(sym_pipeline *p, const char *dir, sym_error *err)
                           (json_int_t)p->tokens, "sequence_length",
                           (json_int_t)p->calib.seq_len, "layers", p->layers, "domains",
                           domains, "stage_seconds", stages, "cache_bytes",
-                          (json_int_t)p->cache_bytes, "peak_rss_kib", (json_int_t)ru.ru_maxrss);
+                          (json_int_t)work_dir_bytes(p->work_dir), "peak_rss_kib", (json_int_t)ru.ru_maxrss);
     json_object_set_new(j, "anchor", json_integer((json_int_t)p->anchor));
     sym_status s = sym_write_json_file(j, dir, SYM_REPORT_NAME, err);
     json_decref(j);

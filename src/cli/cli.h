@@ -2,6 +2,7 @@
 #ifndef SYMPHONY_CLI_H
 #define SYMPHONY_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,9 +78,10 @@ struct sym_merge_result;
 typedef struct cli_progress {
     bool line;      /* redraw a progress line on stderr (a terminal) */
     bool layer_log; /* print a line per calibrated layer (-v) */
-    bool drawn;     /* a progress line is on the screen */
+    volatile sig_atomic_t drawn; /* a progress line is on the screen; read by handlers */
     double start, last_draw, layer_start, seconds;
     uint64_t tokens_seen;
+    int shown_layer; /* 1-based layer on the progress line; 0 before the first */
 } cli_progress;
 void cli_progress_init(cli_progress *p, bool line, bool layer_log);
 void cli_progress_update(void *context, const struct sym_merge_progress *m);

@@ -13,12 +13,44 @@
 #include "symphony/merge.h"
 #include "symphony/mergecfg.h"
 
+/* Signals received: the first asks the merge to stop after the step in progress, the
+ * second stops the process at once. */
 static volatile sig_atomic_t interrupted;
+static const cli_progress *shown_progress;
 
+/* Messages the signal handler writes with write(2); built before the handlers are
+ * installed, because formatting is not async-signal-safe. */
+static char first_signal_text[256];
+static char second_signal_text[8192];
+
+static void write_text(const char *text)
+{
+    size_t len = strlen(text);
+    while (len > 0) {
+        ssize_t n = write(STDERR_FILENO, text, len);
+        if (n <= 0)
+            return;
+        text += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Stopping with _exit at any instant is safe: a tensor is journaled only after its bytes are
+ * durable, a torn journal record is cut off on resume, and the hidden-state and statistics
+ * caches are written to a temporary name and renamed, so OUTPUT.partial is as consistent as
+ * after a SIGKILL, which the resume tests exercise. Only the layer in progress is lost. */
 static void on_signal(int signo)
 {
     (void)signo;
-    interrupted = 1;
+    if (interrupted == 0) {
+        interrupted = 1;
+        if (shown_progress != NULL && shown_progress->drawn)
+            write_text("\n");
+        write_text(first_signal_text);
+        return;
+    }
+    write_text(second_signal_text);
+    _exit(CLI_EXIT_INTERRUPTED);
 }
 
 static void print_help(void)
@@ -258,6 +290,8 @@ static void install_signals(void)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 }
@@ -276,14 +310,57 @@ static void add_resume_hint(sym_error *err, const char *output)
              "; fix the cause and run the same command again to resume");
 }
 
+/* Appends word to buf (of size bytes), single-quoted when the shell would split or expand
+ * it; a single quote inside becomes '\''. */
+static void append_shell_word(char *buf, size_t size, const char *word)
+{
+    size_t len = strlen(buf);
+    bool plain = word[0] != '\0' && strspn(word, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
+                                                  "QRSTUVWXYZ0123456789-_./=:,+@%") ==
+                                         strlen(word);
+    if (plain) {
+        snprintf(buf + len, size - len, " %s", word);
+        return;
+    }
+    snprintf(buf + len, size - len, " '");
+    for (const char *c = word; *c != '\0'; c++) {
+        len = strlen(buf);
+        snprintf(buf + len, size - len, *c == '\'' ? "'\\''" : "%c", *c);
+    }
+    len = strlen(buf);
+    snprintf(buf + len, size - len, "'");
+}
+
+/* Writes the command that resumes this merge: the program as it was invoked, "merge" and
+ * the same arguments. main passes the arguments from the command name on, so argv[-1] is
+ * the program's argv[0]. */
+static void format_resume_command(int argc, char **argv, char *buf, size_t size)
+{
+    snprintf(buf, size, CLI_NAME ": to resume, run:\n ");
+    append_shell_word(buf, size, argv[-1]);
+    for (int i = 0; i < argc; i++)
+        append_shell_word(buf, size, argv[i]);
+    size_t len = strlen(buf);
+    snprintf(buf + len, size - len, "\n");
+}
+
+static void prepare_signal_texts(int argc, char **argv, const char *output)
+{
+    snprintf(first_signal_text, sizeof first_signal_text,
+             CLI_NAME ": interrupted: finishing the current step; press Ctrl-C again to stop "
+             "now, the work of this layer will be redone on resume\n");
+    char command[sizeof second_signal_text / 2];
+    format_resume_command(argc, argv, command, sizeof command);
+    snprintf(second_signal_text, sizeof second_signal_text,
+             "\n" CLI_NAME ": stopped; %.3000s.partial is consistent, and a resume redoes the "
+             "layer in progress\n%s", output, command);
+}
+
 static void print_resume_command(int argc, char **argv)
 {
-    fprintf(stderr, CLI_NAME ": to resume, run:\n  " CLI_NAME " merge");
-    for (int i = 1; i < argc; i++) {
-        bool plain = strpbrk(argv[i], " \t'\"$\\`*?;&|<>()") == NULL && argv[i][0] != '\0';
-        fprintf(stderr, plain ? " %s" : " '%s'", argv[i]);
-    }
-    fputc('\n', stderr);
+    char command[sizeof second_signal_text];
+    format_resume_command(argc, argv, command, sizeof command);
+    fputs(command, stderr);
 }
 
 static void print_result(const sym_merge_result *r, const char *output)
@@ -311,6 +388,8 @@ static int run_merge(int argc, char **argv, merge_args *a, sym_merge_config *cfg
     a->opts.interrupt = &interrupted;
     a->opts.progress = cli_progress_update;
     a->opts.progress_context = &progress;
+    shown_progress = &progress;
+    prepare_signal_texts(argc, argv, output);
     install_signals();
     sym_merge_result result;
     sym_error err;

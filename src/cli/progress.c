@@ -8,8 +8,10 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "symphony/merge.h"
@@ -56,22 +58,54 @@ static double work_fraction(const sym_merge_progress *m)
     return 0;
 }
 
+/* Columns of the terminal on stderr; 80 when the size cannot be read. */
+static size_t terminal_width(void)
+{
+    struct winsize ws;
+    if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+        return ws.ws_col;
+    return 80;
+}
+
+/* Cuts text to fit width columns (one left free for the cursor), at the last space. */
+static void fit_width(char *text, size_t width)
+{
+    size_t max = width > 1 ? width - 1 : 0;
+    if (strlen(text) <= max)
+        return;
+    text[max] = '\0';
+    char *space = strrchr(text, ' ');
+    if (space != NULL)
+        *space = '\0';
+    size_t len = strlen(text);
+    while (len > 0 && text[len - 1] == ' ')
+        text[--len] = '\0';
+}
+
+/* One layout for every stage: stage, layer, elapsed time, ETA, rate (tokens/s while
+ * calibrating, MB/s while writing), then the calibration step. */
 static void draw_line(cli_progress *p, const sym_merge_progress *m, double now)
 {
     double elapsed = now - p->start;
     double fraction = work_fraction(m);
     double eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : (double)NAN;
-    char eta_text[32];
+    char eta_text[32], elapsed_text[32], rate[32], line[512];
     format_duration(eta, eta_text, sizeof eta_text);
-    double mb_per_s = elapsed > 0 ? (double)m->bytes_done / elapsed / 1e6 : 0;
-    double tokens_per_s = elapsed > 0 ? (double)m->tokens_done / elapsed : 0;
-    char layer[32] = "";
+    format_duration(elapsed, elapsed_text, sizeof elapsed_text);
+    bool calibrating = strcmp(m->stage, "calibrate") == 0;
+    if (calibrating)
+        snprintf(rate, sizeof rate, "%.0f tokens/s", elapsed > 0 ? m->tokens_done / elapsed : 0);
+    else
+        snprintf(rate, sizeof rate, "%.1f MB/s",
+                 elapsed > 0 ? (double)m->bytes_done / elapsed / 1e6 : 0);
     if (m->layer >= 0)
-        snprintf(layer, sizeof layer, " layer %d/%d", m->layer + 1, m->n_layers);
-    fprintf(stderr, "\r%-9s%-14s tensors %zu/%zu  %.1f MB/s  %.0f tokens/s  ETA %s  %.40s"
-            "\033[K",
-            m->stage, layer, m->tensors_done, m->tensors_total, mb_per_s, tokens_per_s,
-            eta_text, m->step != NULL ? m->step : "");
+        p->shown_layer = m->layer + 1;
+    int layer = p->shown_layer > 0 ? p->shown_layer : 1;
+    snprintf(line, sizeof line, "%-9s layer %d/%d  elapsed %s  ETA %s  %s  %s", m->stage,
+             layer, m->n_layers, elapsed_text, eta_text, rate,
+             calibrating && m->step != NULL ? m->step : "");
+    fit_width(line, terminal_width());
+    fprintf(stderr, "\r%s\033[K", line);
     fflush(stderr);
     p->drawn = true;
 }
