@@ -345,7 +345,9 @@ static sym_status load_layer(sym_forward *fw, int l, sym_error *err)
     if (fw->loaded == l)
         return SYM_OK;
     fw->loaded = -1;
+    double t0 = fwd_seconds();
     sym_status st = sym_stream_acquire(fw->stream, l, err);
+    double t1 = fwd_seconds();
     struct { sym_role role; float *dst; } fixed[] = {
         {SYM_ROLE_INPUT_NORM, fw->w.in_norm}, {SYM_ROLE_POST_NORM, fw->w.post_norm},
         {SYM_ROLE_Q, fw->w.q}, {SYM_ROLE_K, fw->w.k}, {SYM_ROLE_V, fw->w.v},
@@ -366,6 +368,8 @@ static sym_status load_layer(sym_forward *fw, int l, sym_error *err)
     if (st != SYM_OK)
         return st;
     sym_stream_release(fw->stream, l);
+    fw->timing.io_wait += t1 - t0;
+    fw->timing.convert += fwd_seconds() - t1;
     fw->loaded = l;
     return sym_stream_prefetch(fw->stream, (l + 1) % (int)fw->cfg.num_hidden_layers, err);
 }
@@ -431,7 +435,10 @@ sym_status fwd_run_layer(sym_forward *fw, int layer, float *hidden, size_t n_seq
     if (st != SYM_OK)
         return st;
 
+    double t0 = fwd_seconds();
     attention_block(fw, layer, hidden, n_seq, seq_len, pos0, use_cache);
+    double t1 = fwd_seconds();
+    fw->timing.attention += t1 - t0;
 
     fwd_rms_norm(fw->xn, hidden, fw->w.post_norm, t, d, (float)c->rms_norm_eps);
     if (fw->moe)
@@ -441,6 +448,7 @@ sym_status fwd_run_layer(sym_forward *fw, int layer, float *hidden, size_t n_seq
     if (st != SYM_OK)
         return st;
     fwd_add(hidden, fw->out, t * d);
+    fw->timing.ffn += fwd_seconds() - t1;
     return SYM_OK;
 }
 

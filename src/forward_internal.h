@@ -3,6 +3,7 @@
 #define SYMPHONY_FORWARD_INTERNAL_H
 
 #include <stdbool.h>
+#include <time.h>
 
 #include "symphony/forward.h"
 
@@ -50,7 +51,16 @@ struct sym_forward {
     double *lse_max, *lse_sum, *target_logit;
 
     uint64_t plan_bytes;
+    sym_forward_timing timing;
 };
+
+/* Seconds on the monotonic clock, for sym_forward_timing. */
+static inline double fwd_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 /* Runs one layer at positions pos0.. of each sequence, with the KV cache when use_cache
  * (then n_seq must be 1). */

@@ -49,8 +49,10 @@ static sym_status eval_batches(sym_forward *fw, const int32_t *ids, size_t chunk
         st = sym_forward_embed(fw, inputs, n_seq * len, hidden, err);
         if (st == SYM_OK)
             st = run_layers(fw, hidden, n_seq, len, 0, false, err);
+        double t0 = fwd_seconds();
         if (st == SYM_OK)
             st = sym_forward_nll(fw, hidden, targets, n_seq * len, &res->nll_sum, err);
+        fw->timing.head += fwd_seconds() - t0;
         res->batches++;
     }
     free(hidden);
@@ -82,6 +84,7 @@ sym_status sym_eval_perplexity(const sym_model *model, const int32_t *ids, size_
     if (st != SYM_OK)
         return st;
     st = eval_batches(fw, ids, chunks, result, err);
+    result->timing = fw->timing;
     sym_forward_free(fw);
     if (st != SYM_OK)
         return st;
