@@ -339,7 +339,22 @@ static sym_status read_role(sym_forward *fw, sym_role role, int layer, int exper
     return sym_stream_read_f32(fw->stream, r, 0, r->info->numel, dst, err);
 }
 
-/* Converts layer l to f32, releases its pages and starts prefetching the next layer. */
+/* Starts prefetching the layer after l: layer 0 after the last one unless this is the last
+ * pass, whose reads would only be waited for and thrown away when the stream closes. */
+static sym_status prefetch_next(sym_forward *fw, int l, sym_error *err)
+{
+    int next = l + 1;
+    if (next == (int)fw->cfg.num_hidden_layers) {
+        if (fw->last_pass)
+            return SYM_OK;
+        next = 0;
+    }
+    return sym_stream_prefetch(fw->stream, next, err);
+}
+
+/* Converts layer l to f32, releases its pages and prefetches the next layer. In advise
+ * mode the next layer's reads start before the conversion, so the disk stays busy while
+ * the CPU converts. Read mode reuses one staging buffer, so it converts first. */
 static sym_status load_layer(sym_forward *fw, int l, sym_error *err)
 {
     if (fw->loaded == l)
@@ -348,6 +363,9 @@ static sym_status load_layer(sym_forward *fw, int l, sym_error *err)
     double t0 = fwd_seconds();
     sym_status st = sym_stream_acquire(fw->stream, l, err);
     double t1 = fwd_seconds();
+    bool early = sym_stream_mode(fw->stream) == SYM_PREFETCH_ADVISE;
+    if (st == SYM_OK && early)
+        st = prefetch_next(fw, l, err);
     struct { sym_role role; float *dst; } fixed[] = {
         {SYM_ROLE_INPUT_NORM, fw->w.in_norm}, {SYM_ROLE_POST_NORM, fw->w.post_norm},
         {SYM_ROLE_Q, fw->w.q}, {SYM_ROLE_K, fw->w.k}, {SYM_ROLE_V, fw->w.v},
@@ -371,7 +389,7 @@ static sym_status load_layer(sym_forward *fw, int l, sym_error *err)
     fw->timing.io_wait += t1 - t0;
     fw->timing.convert += fwd_seconds() - t1;
     fw->loaded = l;
-    return sym_stream_prefetch(fw->stream, (l + 1) % (int)fw->cfg.num_hidden_layers, err);
+    return early ? SYM_OK : prefetch_next(fw, l, err);
 }
 
 /* out[rows, n] = x[rows, k] W^T with W [n, k]. */

@@ -26,6 +26,7 @@ struct sym_forward {
     size_t experts;      /* num_local_experts, or 1 for a dense FFN */
     bool moe;
     int loaded;          /* layer in the arena, or -1 */
+    bool last_pass;      /* no pass follows, so the last layer does not prefetch layer 0 */
     float *arena;
     layer_weights w;
     float *final_norm;

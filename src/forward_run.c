@@ -46,6 +46,7 @@ static sym_status eval_batches(sym_forward *fw, const int32_t *ids, size_t chunk
     for (size_t first = 0; first < chunks && st == SYM_OK; first += fw->batch_seqs) {
         size_t n_seq = chunks - first < fw->batch_seqs ? chunks - first : fw->batch_seqs;
         build_batch(ids, first, n_seq, len, (int32_t)fw->cfg.bos_token_id, inputs, targets);
+        fw->last_pass = first + n_seq == chunks;
         st = sym_forward_embed(fw, inputs, n_seq * len, hidden, err);
         if (st == SYM_OK)
             st = run_layers(fw, hidden, n_seq, len, 0, false, err);
@@ -108,6 +109,7 @@ sym_status sym_forward_sequence_logits(const sym_model *model, const int32_t *id
     float *hidden = malloc(n * (size_t)fw->cfg.hidden_size * sizeof *hidden);
     if (hidden == NULL)
         st = sym_error_set(err, SYM_ERR_NOMEM, "out of memory for %zu hidden states", n);
+    fw->last_pass = true;
     if (st == SYM_OK)
         st = sym_forward_embed(fw, ids, n, hidden, err);
     if (st == SYM_OK)
