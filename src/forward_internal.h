@@ -63,6 +63,10 @@ static inline double fwd_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Converts layer l's weights to f32 in the arena unless they are there already, and
+ * prefetches the next layer. */
+sym_status fwd_load_layer(sym_forward *fw, int l, sym_error *err);
+
 /* Runs one layer at positions pos0.. of each sequence, with the KV cache when use_cache
  * (then n_seq must be 1). */
 sym_status fwd_run_layer(sym_forward *fw, int layer, float *hidden, size_t n_seq,

@@ -40,6 +40,7 @@ static void check_mode(const sym_model *m, const int32_t *ids, size_t n, double 
     sym_forward_options_init(&opt);
     opt.prefetch = mode;
     opt.max_sequences = 16; /* several batches, so layer 0 is streamed more than once */
+    opt.threads = 2;        /* each thread converts a share of every tensor */
     sym_eval_result r;
     sym_error err;
     double t0 = now_seconds();
