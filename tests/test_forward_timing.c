@@ -1,6 +1,6 @@
-/* Phase times of sym_eval_perplexity on the real base model: the result still matches the
- * reference perplexity in every prefetch mode and over several batches, and the phase times
- * are non-negative, cover the work that ran and add up to no more than the wall time. */
+/* Phase times of sym_eval_perplexity on the real base model. In every prefetch mode and
+ * over several batches the result matches the reference perplexity. The phase times are
+ * non-negative, cover the work that ran and add up to no more than the wall time. */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
