@@ -17,6 +17,10 @@
 # LAYERS, THREADS (default nproc), MODES (default "read advise none"), COMPUTE=0 skips
 # the compute-bound part.
 set -eu
+if ! command -v fio >/dev/null; then
+    echo "b_eval_7b: fio not found; install fio (Debian package fio) to run this benchmark"
+    exit 0
+fi
 py=${SYMPHONY_PYTHON:-/usr/bin/python3}
 dir=${BENCH_DIR:-/tmp/symphony-bench-eval7b}
 layers=${LAYERS:-8}
