@@ -326,50 +326,6 @@ sym_status sym_forward_embed(sym_forward *fw, const int32_t *ids, size_t n_token
     return SYM_OK;
 }
 
-static sym_status read_role(sym_forward *fw, sym_role role, int layer, int expert, float *dst,
-                            sym_error *err)
-{
-    const sym_tensor_ref *r = sym_model_tensor(fw->model, role, layer, expert);
-    if (r == NULL) {
-        char name[160];
-        return sym_error_set(err, SYM_ERR_NOT_FOUND, "%s: tensor '%s' not found",
-                             sym_model_dir(fw->model),
-                             sym_role_name(role, layer, expert, name, sizeof name));
-    }
-    return sym_stream_read_f32(fw->stream, r, 0, r->info->numel, dst, err);
-}
-
-/* Converts layer l to f32, releases its pages and starts prefetching the next layer. */
-static sym_status load_layer(sym_forward *fw, int l, sym_error *err)
-{
-    if (fw->loaded == l)
-        return SYM_OK;
-    fw->loaded = -1;
-    sym_status st = sym_stream_acquire(fw->stream, l, err);
-    struct { sym_role role; float *dst; } fixed[] = {
-        {SYM_ROLE_INPUT_NORM, fw->w.in_norm}, {SYM_ROLE_POST_NORM, fw->w.post_norm},
-        {SYM_ROLE_Q, fw->w.q}, {SYM_ROLE_K, fw->w.k}, {SYM_ROLE_V, fw->w.v},
-        {SYM_ROLE_O, fw->w.o}, {SYM_ROLE_ROUTER, fw->w.router},
-    };
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && st == SYM_OK; i++) {
-        if (fixed[i].dst != NULL)
-            st = read_role(fw, fixed[i].role, l, -1, fixed[i].dst, err);
-    }
-    for (size_t e = 0; e < fw->experts && st == SYM_OK; e++) {
-        int ex = fw->moe ? (int)e : -1;
-        st = read_role(fw, SYM_ROLE_FFN_GATE, l, ex, fw->w.gate[e], err);
-        if (st == SYM_OK)
-            st = read_role(fw, SYM_ROLE_FFN_UP, l, ex, fw->w.up[e], err);
-        if (st == SYM_OK)
-            st = read_role(fw, SYM_ROLE_FFN_DOWN, l, ex, fw->w.down[e], err);
-    }
-    if (st != SYM_OK)
-        return st;
-    sym_stream_release(fw->stream, l);
-    fw->loaded = l;
-    return sym_stream_prefetch(fw->stream, (l + 1) % (int)fw->cfg.num_hidden_layers, err);
-}
-
 /* out[rows, n] = x[rows, k] W^T with W [n, k]. */
 static void linear(float *out, const float *x, const float *w, size_t rows, size_t n, size_t k)
 {
@@ -427,11 +383,14 @@ sym_status fwd_run_layer(sym_forward *fw, int layer, float *hidden, size_t n_seq
 {
     const sym_model_config *c = &fw->cfg;
     size_t t = n_seq * seq_len, d = (size_t)c->hidden_size;
-    sym_status st = load_layer(fw, layer, err);
+    sym_status st = fwd_load_layer(fw, layer, err);
     if (st != SYM_OK)
         return st;
 
+    double t0 = fwd_seconds();
     attention_block(fw, layer, hidden, n_seq, seq_len, pos0, use_cache);
+    double t1 = fwd_seconds();
+    fw->timing.attention += t1 - t0;
 
     fwd_rms_norm(fw->xn, hidden, fw->w.post_norm, t, d, (float)c->rms_norm_eps);
     if (fw->moe)
@@ -441,6 +400,7 @@ sym_status fwd_run_layer(sym_forward *fw, int layer, float *hidden, size_t n_seq
     if (st != SYM_OK)
         return st;
     fwd_add(hidden, fw->out, t * d);
+    fw->timing.ffn += fwd_seconds() - t1;
     return SYM_OK;
 }
 

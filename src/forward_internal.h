@@ -3,6 +3,7 @@
 #define SYMPHONY_FORWARD_INTERNAL_H
 
 #include <stdbool.h>
+#include <time.h>
 
 #include "symphony/forward.h"
 
@@ -25,6 +26,7 @@ struct sym_forward {
     size_t experts;      /* num_local_experts, or 1 for a dense FFN */
     bool moe;
     int loaded;          /* layer in the arena, or -1 */
+    bool last_pass;      /* no pass follows, so the last layer does not prefetch layer 0 */
     float *arena;
     layer_weights w;
     float *final_norm;
@@ -50,7 +52,20 @@ struct sym_forward {
     double *lse_max, *lse_sum, *target_logit;
 
     uint64_t plan_bytes;
+    sym_forward_timing timing;
 };
+
+/* Seconds on the monotonic clock, for sym_forward_timing. */
+static inline double fwd_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Converts layer l's weights to f32 in the arena unless they are there already, and
+ * prefetches the next layer. */
+sym_status fwd_load_layer(sym_forward *fw, int l, sym_error *err);
 
 /* Runs one layer at positions pos0.. of each sequence, with the KV cache when use_cache
  * (then n_seq must be 1). */

@@ -46,11 +46,14 @@ static sym_status eval_batches(sym_forward *fw, const int32_t *ids, size_t chunk
     for (size_t first = 0; first < chunks && st == SYM_OK; first += fw->batch_seqs) {
         size_t n_seq = chunks - first < fw->batch_seqs ? chunks - first : fw->batch_seqs;
         build_batch(ids, first, n_seq, len, (int32_t)fw->cfg.bos_token_id, inputs, targets);
+        fw->last_pass = first + n_seq == chunks;
         st = sym_forward_embed(fw, inputs, n_seq * len, hidden, err);
         if (st == SYM_OK)
             st = run_layers(fw, hidden, n_seq, len, 0, false, err);
+        double t0 = fwd_seconds();
         if (st == SYM_OK)
             st = sym_forward_nll(fw, hidden, targets, n_seq * len, &res->nll_sum, err);
+        fw->timing.head += fwd_seconds() - t0;
         res->batches++;
     }
     free(hidden);
@@ -82,6 +85,7 @@ sym_status sym_eval_perplexity(const sym_model *model, const int32_t *ids, size_
     if (st != SYM_OK)
         return st;
     st = eval_batches(fw, ids, chunks, result, err);
+    result->timing = fw->timing;
     sym_forward_free(fw);
     if (st != SYM_OK)
         return st;
@@ -105,6 +109,7 @@ sym_status sym_forward_sequence_logits(const sym_model *model, const int32_t *id
     float *hidden = malloc(n * (size_t)fw->cfg.hidden_size * sizeof *hidden);
     if (hidden == NULL)
         st = sym_error_set(err, SYM_ERR_NOMEM, "out of memory for %zu hidden states", n);
+    fw->last_pass = true;
     if (st == SYM_OK)
         st = sym_forward_embed(fw, ids, n, hidden, err);
     if (st == SYM_OK)

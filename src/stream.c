@@ -7,8 +7,11 @@
  * was compute-bound and the three modes were within run-to-run noise: read 4.9 and 7.0 s,
  * advise 6.2 and 5.9 s, none 5.9 and 5.3 s; peak RSS 154 MB for read and advise, 131 MB
  * for none (no staging buffer). Peak RSS was the same for 4, 8 and 16 layers.
- * TODO: measure an I/O-bound case (disk slower than compute), where the modes should
- * differ, before settling the default.
+ * With 16 tokens on a 7B-width model from a cold cache (bench/b_eval_7b.sh, same machine,
+ * 8 layers of 404 MB), none was the slowest mode in every run. Read and advise traded
+ * places from run to run (4.7 to 8.2 s and 4.3 to 10.5 s) because conversion and compute,
+ * not the disk, bounded the pass. A machine whose disk is slower than its CPU is still
+ * unmeasured.
  */
 #include "symphony/stream.h"
 

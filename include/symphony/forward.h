@@ -95,6 +95,16 @@ sym_status sym_forward_logits(sym_forward *forward, float *hidden, size_t n_toke
 sym_status sym_forward_nll(sym_forward *forward, float *hidden, const int32_t *targets,
                            size_t n_tokens, double *nll_sum, sym_error *err);
 
+/* Wall time of the phases of a pass in seconds (CLOCK_MONOTONIC), summed over layers and
+ * batches. Embedding lookups and planning are not counted. */
+typedef struct sym_forward_timing {
+    double io_wait;   /* blocked in sym_stream_acquire until a layer's bytes were in */
+    double convert;   /* converting a layer's weights to f32 */
+    double attention; /* input norm, Q/K/V/O projections, RoPE, attention, residual add */
+    double ffn;       /* post-attention norm, FFN or MoE block, residual add */
+    double head;      /* final norm, output layer and log-sum-exp */
+} sym_forward_timing;
+
 /* Perplexity of an id sequence: ids are cut into consecutive chunks of seq_len (a shorter
  * tail dropped); chunk c is scored as input [BOS] + c[:-1] with targets c. */
 typedef struct sym_eval_result {
@@ -103,6 +113,7 @@ typedef struct sym_eval_result {
     double ppl;      /* exp(nll_sum / tokens) */
     uint64_t chunks;
     uint64_t batches;
+    sym_forward_timing timing;
 } sym_eval_result;
 
 /* Runs the perplexity evaluation. Needs a bos_token_id in the config and at least one

@@ -249,5 +249,10 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "%llu tokens in %llu batches, %.2f s, %.0f tokens/s, prefetch %s\n",
                 (unsigned long long)result.tokens, (unsigned long long)result.batches, seconds,
                 (double)result.tokens / seconds, sym_prefetch_mode_name(a.opt.prefetch));
+    const sym_forward_timing *t = &result.timing;
+    if (cli_verbosity >= 2)
+        fprintf(stderr, "time: I/O wait %.3f s, convert %.3f s, attention %.3f s, "
+                "FFN %.3f s, head %.3f s\n", t->io_wait, t->convert, t->attention, t->ffn,
+                t->head);
     return CLI_EXIT_OK;
 }
