@@ -1,6 +1,6 @@
-/* RoPE inverse frequencies with Hugging Face's rope_scaling variants.
- * TODO: the linear and llama3 paths have no test against a reference yet; the fixtures
- * use no rope_scaling. */
+/* RoPE inverse frequencies with Hugging Face's rope_scaling variants (linear, llama3),
+ * checked against a numpy implementation of transformers' formulas in
+ * tests/test_rope_scaling.c. */
 #include "symphony/forward.h"
 
 #include <math.h>
