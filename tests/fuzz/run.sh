@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build every tests/fuzz/fuzz_*.c with clang's libFuzzer and run each for FUZZ_SECONDS
-# (default 60), seeded from the bad-input corpus and the real fixtures when present.
+# (default 60; FUZZ_TARGETS="fuzz_x fuzz_y" runs a subset), seeded from the bad-input corpus and the real fixtures when present.
 # Crashes are written to build-fuzz/crashes/; each one becomes a case in fixtures/bad/.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -64,6 +64,7 @@ seed_dir() {
 
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
+    case " ${FUZZ_TARGETS:-$name} " in *" $name "*) ;; *) continue ;; esac
     # shellcheck disable=SC2086
     clang $flags -fsanitize=fuzzer,address,undefined -o "$out/$name" "$src" $objs $libs
     seeds=$(seed_dir "$name")
