@@ -536,17 +536,37 @@ static void hidden_gate_rows(const float *x, const uint32_t *labels, size_t toke
     free(sum);
 }
 
+sym_status sym_pipeline_expert_cache(const sym_merge_config *cfg, const sym_merged_layer *w,
+                                     const float *x, size_t tokens, float **y,
+                                     sym_error *err)
+{
+    *y = NULL;
+    size_t row = w->experts * w->hidden * sizeof(float);
+    if (cfg->router.objective != SYM_ROUTER_DISTILL || tokens > SYM_EXPERT_CACHE_BYTES / row)
+        return SYM_OK;
+    float *out = malloc(tokens * row + 1);
+    if (out == NULL)
+        return SYM_OK; /* the trainer then computes the outputs per batch */
+    sym_status s = sym_merged_experts_all(w, x, tokens, out, err);
+    if (s == SYM_OK)
+        *y = out;
+    else
+        free(out);
+    return s;
+}
+
 sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
                                      const sym_merged_layer *w, const float *x,
-                                     const uint32_t *labels, size_t tokens, int threads,
-                                     float *router, sym_router_report *report, sym_error *err)
+                                     const float *y, const uint32_t *labels, size_t tokens,
+                                     int threads, float *router, sym_router_report *report,
+                                     sym_error *err)
 {
     sym_router_config rc;
     sym_pipeline_router_config(cfg, layer, w->hidden, threads, &rc);
     size_t batch = rc.batch_size < tokens ? rc.batch_size : tokens;
-    expert_context ec = {w, x, malloc(batch * w->hidden * sizeof(float) + 1)};
+    expert_context ec = {w, x, y == NULL ? malloc(batch * w->hidden * sizeof(float) + 1) : NULL};
     float *init = malloc(w->experts * w->hidden * sizeof *init);
-    if (ec.rows == NULL || init == NULL) {
+    if ((y == NULL && ec.rows == NULL) || init == NULL) {
         free(ec.rows);
         free(init);
         return sym_error_set(err, SYM_ERR_NOMEM, "router %d: out of memory", layer);
@@ -556,7 +576,12 @@ sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
         rc.gate_mode = SYM_ROUTER_GATE_ROWS;
         rc.init_rows = init;
     }
+    sym_router_dense dense = {y, w->experts, w->hidden};
     sym_router_data data = {x, tokens, labels, expert_outputs, &ec};
+    if (y != NULL) {
+        data.expert_outputs = sym_router_dense_experts;
+        data.expert_context = &dense;
+    }
     sym_status s = sym_router_train(&rc, &data, router, report, err);
     free(ec.rows);
     free(init);
@@ -594,15 +619,21 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
         s = sym_hcache_write(path, p->x, p->tokens, p->hidden, p->cfg->cache_dtype, err);
     double t1 = now_s();
     sym_router_report rr;
+    float *y = NULL;
     if (s == SYM_OK)
-        s = sym_pipeline_train_router(p->cfg, l, &p->layer, p->x, p->calib.labels, p->tokens,
-                                      p->setup.opts->threads, p->router, &rr, err);
+        s = sym_pipeline_expert_cache(p->cfg, &p->layer, p->x, p->tokens, &y, err);
+    if (s == SYM_OK)
+        s = sym_pipeline_train_router(p->cfg, l, &p->layer, p->x, y, p->calib.labels,
+                                      p->tokens, p->setup.opts->threads, p->router, &rr, err);
     if (s == SYM_OK)
         s = round_to_dtype(p->router, p->n_experts * p->hidden, p->cfg->dtype, err);
     double t2 = now_s();
-    if (s == SYM_OK)
-        s = sym_merged_moe(&p->layer, p->router, (size_t)p->cfg->experts_per_token, p->x,
-                           p->tokens, p->hm, err);
+    size_t top_k = (size_t)p->cfg->experts_per_token;
+    if (s == SYM_OK && y != NULL)
+        sym_merged_mix(&p->layer, p->router, top_k, p->x, y, p->tokens, p->hm);
+    else if (s == SYM_OK)
+        s = sym_merged_moe(&p->layer, p->router, top_k, p->x, p->tokens, p->hm, err);
+    free(y);
     if (s == SYM_OK)
         json_object_set_new(report, "router", sym_pipeline_router_json(&rr, p->n_experts));
     p->state.router = p->router;
