@@ -278,6 +278,13 @@ sym_status sym_forward_create(sym_forward **forward, const sym_model *model,
     return SYM_OK;
 }
 
+void sym_forward_release_weights(sym_forward *fw)
+{
+    free(fw->arena);
+    fw->arena = NULL;
+    fw->loaded = -1;
+}
+
 void sym_forward_free(sym_forward *fw)
 {
     if (fw == NULL)
@@ -345,6 +352,14 @@ static sym_status load_layer(sym_forward *fw, int l, sym_error *err)
     if (fw->loaded == l)
         return SYM_OK;
     fw->loaded = -1;
+    if (fw->arena == NULL) {
+        bool failed = false;
+        fw->arena = alloc_floats(layer_weight_floats(&fw->cfg, fw->experts), &failed);
+        if (failed)
+            return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for its "
+                                 "weights in f32", l);
+        carve_weights(fw);
+    }
     sym_status st = sym_stream_acquire(fw->stream, l, err);
     struct { sym_role role; float *dst; } fixed[] = {
         {SYM_ROLE_INPUT_NORM, fw->w.in_norm}, {SYM_ROLE_POST_NORM, fw->w.post_norm},

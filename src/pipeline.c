@@ -461,6 +461,7 @@ static sym_status source_forward(sym_pipeline *p, size_t m, int l, float *act, s
         s = sym_forward_layer(p->fw[m], l, p->h[m] + first * L * p->hidden, n, L,
                               act != NULL ? act + first * L * p->d_ff : NULL, err);
     }
+    sym_forward_release_weights(p->fw[m]);
     return s;
 }
 
