@@ -278,6 +278,26 @@ sym_status sym_forward_create(sym_forward **forward, const sym_model *model,
     return SYM_OK;
 }
 
+sym_status fwd_ensure_arena(sym_forward *fw, int l, sym_error *err)
+{
+    if (fw->arena != NULL)
+        return SYM_OK;
+    bool failed = false;
+    fw->arena = alloc_floats(layer_weight_floats(&fw->cfg, fw->experts), &failed);
+    if (failed)
+        return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for its weights in f32",
+                             l);
+    carve_weights(fw);
+    return SYM_OK;
+}
+
+void sym_forward_release_weights(sym_forward *fw)
+{
+    free(fw->arena);
+    fw->arena = NULL;
+    fw->loaded = -1;
+}
+
 void sym_forward_free(sym_forward *fw)
 {
     if (fw == NULL)

@@ -80,4 +80,8 @@ void fwd_attention(sym_forward *fw, int layer, size_t n_seq, size_t seq_len, siz
 /* Mixture-of-experts FFN of fw->xn into fw->out. */
 sym_status fwd_moe(sym_forward *fw, size_t n_tokens);
 
+/* Allocates the f32 arena of one layer's weights again after sym_forward_release_weights
+ * freed it; l names the layer in the message. */
+sym_status fwd_ensure_arena(sym_forward *fw, int l, sym_error *err);
+
 #endif

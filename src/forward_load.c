@@ -134,6 +134,9 @@ sym_status fwd_load_layer(sym_forward *fw, int l, sym_error *err)
     if (fw->loaded == l)
         return SYM_OK;
     fw->loaded = -1;
+    sym_status arena = fwd_ensure_arena(fw, l, err);
+    if (arena != SYM_OK)
+        return arena;
     double t0 = fwd_seconds();
     sym_status st = sym_stream_acquire(fw->stream, l, err);
     double t1 = fwd_seconds();

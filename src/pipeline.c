@@ -160,19 +160,9 @@ static sym_status allocate(sym_pipeline *p, sym_error *err)
     for (size_t e = 0; e < n; e++) {
         p->perm[e] = calloc(f, sizeof *p->perm[e]);
         failed = failed || p->perm[e] == NULL;
-        p->layer.gate[e] = alloc_floats(f * d, &failed);
-        p->layer.up[e] = alloc_floats(f * d, &failed);
-        p->layer.down[e] = alloc_floats(f * d, &failed);
     }
     p->layer.in_norm = alloc_floats(d, &failed);
     p->layer.post_norm = alloc_floats(d, &failed);
-    sym_model_config const *c = sym_model_get_config(p->setup.sources->anchor);
-    size_t qd = (size_t)(c->num_attention_heads * c->head_dim);
-    size_t kvd = (size_t)(c->num_key_value_heads * c->head_dim);
-    p->layer.q = alloc_floats(qd * d, &failed);
-    p->layer.k = alloc_floats(kvd * d, &failed);
-    p->layer.v = alloc_floats(kvd * d, &failed);
-    p->layer.o = alloc_floats(d * qd, &failed);
     p->layer.experts = n;
     p->layer.hidden = d;
     p->layer.d_ff = f;
@@ -219,6 +209,28 @@ sym_status sym_pipeline_create(sym_pipeline **out, const sym_pipeline_setup *set
     return s;
 }
 
+/* The merged layer's attention and expert weights are allocated only while the merged
+ * pass uses them, so they never share memory with a source model's layer, and the expert
+ * weights are released before router training when their outputs are cached. */
+static void free_merged_attention(sym_merged_layer *w)
+{
+    float **bufs[] = {&w->q, &w->k, &w->v, &w->o};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+}
+
+static void free_merged_experts(sym_merged_layer *w)
+{
+    for (size_t e = 0; e < w->experts; e++) {
+        free(w->gate[e]);
+        free(w->up[e]);
+        free(w->down[e]);
+        w->gate[e] = w->up[e] = w->down[e] = NULL;
+    }
+}
+
 void sym_pipeline_free(sym_pipeline *p)
 {
     if (p == NULL)
@@ -229,15 +241,12 @@ void sym_pipeline_free(sym_pipeline *p)
         sym_forward_free(p->fw[m]);
         free(p->h[m]);
     }
-    for (size_t e = 0; e < p->n_experts; e++) {
+    for (size_t e = 0; e < p->n_experts; e++)
         free(p->perm[e]);
-        free(p->layer.gate[e]);
-        free(p->layer.up[e]);
-        free(p->layer.down[e]);
-    }
+    free_merged_experts(&p->layer);
+    free_merged_attention(&p->layer);
     float *bufs[] = {p->hm, p->x, p->act_anchor, p->act, p->router, p->layer.in_norm,
-                     p->layer.post_norm, p->layer.q, p->layer.k, p->layer.v, p->layer.o,
-                     p->attn.cos_t, p->attn.sin_t};
+                     p->layer.post_norm, p->attn.cos_t, p->attn.sin_t};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     json_decref(p->layers);
@@ -322,11 +331,19 @@ static sym_status read_expert(sym_pipeline *p, size_t e, sym_role role, int l, f
     return s;
 }
 
-static sym_status load_merged_layer(sym_pipeline *p, int l, sym_error *err)
+static sym_status load_merged_attention(sym_pipeline *p, int l, sym_error *err)
 {
     sym_merged_layer *w = &p->layer;
     size_t d = p->hidden, qd = p->attn.heads * p->attn.head_dim;
     size_t kvd = p->attn.kv_heads * p->attn.head_dim;
+    bool failed = false;
+    w->q = alloc_floats(qd * d, &failed);
+    w->k = alloc_floats(kvd * d, &failed);
+    w->v = alloc_floats(kvd * d, &failed);
+    w->o = alloc_floats(d * qd, &failed);
+    if (failed)
+        return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for the merged "
+                             "attention weights (%zu x %zu f32 each)", l, qd, d);
     sym_status s = produce_into(p, SYM_JOB_NORM, SYM_ROLE_INPUT_NORM, l, w->in_norm, d, err);
     if (s == SYM_OK)
         s = produce_into(p, SYM_JOB_NORM, SYM_ROLE_POST_NORM, l, w->post_norm, d, err);
@@ -338,6 +355,24 @@ static sym_status load_merged_layer(sym_pipeline *p, int l, sym_error *err)
         s = produce_into(p, SYM_JOB_ATTENTION, SYM_ROLE_V, l, w->v, kvd * d, err);
     if (s == SYM_OK)
         s = produce_into(p, SYM_JOB_ATTENTION, SYM_ROLE_O, l, w->o, d * qd, err);
+    return s;
+}
+
+static sym_status load_merged_experts(sym_pipeline *p, int l, sym_error *err)
+{
+    sym_merged_layer *w = &p->layer;
+    size_t d = p->hidden, f = p->d_ff;
+    bool failed = false;
+    for (size_t e = 0; e < p->n_experts; e++) {
+        w->gate[e] = alloc_floats(f * d, &failed);
+        w->up[e] = alloc_floats(f * d, &failed);
+        w->down[e] = alloc_floats(f * d, &failed);
+    }
+    if (failed)
+        return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for the merged "
+                             "experts (%zu x 3 matrices of %zu x %zu f32)", l, p->n_experts,
+                             f, d);
+    sym_status s = SYM_OK;
     for (size_t e = 0; e < p->n_experts && s == SYM_OK; e++) {
         s = read_expert(p, e, SYM_ROLE_FFN_GATE, l, w->gate[e], err);
         if (s == SYM_OK)
@@ -426,6 +461,7 @@ static sym_status source_forward(sym_pipeline *p, size_t m, int l, float *act, s
         s = sym_forward_layer(p->fw[m], l, p->h[m] + first * L * p->hidden, n, L,
                               act != NULL ? act + first * L * p->d_ff : NULL, err);
     }
+    sym_forward_release_weights(p->fw[m]);
     return s;
 }
 
@@ -536,17 +572,37 @@ static void hidden_gate_rows(const float *x, const uint32_t *labels, size_t toke
     free(sum);
 }
 
+sym_status sym_pipeline_expert_cache(const sym_merge_config *cfg, const sym_merged_layer *w,
+                                     const float *x, size_t tokens, float **y,
+                                     sym_error *err)
+{
+    *y = NULL;
+    size_t row = w->experts * w->hidden * sizeof(float);
+    if (cfg->router.objective != SYM_ROUTER_DISTILL || tokens > SYM_EXPERT_CACHE_BYTES / row)
+        return SYM_OK;
+    float *out = malloc(tokens * row + 1);
+    if (out == NULL)
+        return SYM_OK; /* the trainer then computes the outputs per batch */
+    sym_status s = sym_merged_experts_all(w, x, tokens, out, err);
+    if (s == SYM_OK)
+        *y = out;
+    else
+        free(out);
+    return s;
+}
+
 sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
                                      const sym_merged_layer *w, const float *x,
-                                     const uint32_t *labels, size_t tokens, int threads,
-                                     float *router, sym_router_report *report, sym_error *err)
+                                     const float *y, const uint32_t *labels, size_t tokens,
+                                     int threads, float *router, sym_router_report *report,
+                                     sym_error *err)
 {
     sym_router_config rc;
     sym_pipeline_router_config(cfg, layer, w->hidden, threads, &rc);
     size_t batch = rc.batch_size < tokens ? rc.batch_size : tokens;
-    expert_context ec = {w, x, malloc(batch * w->hidden * sizeof(float) + 1)};
+    expert_context ec = {w, x, y == NULL ? malloc(batch * w->hidden * sizeof(float) + 1) : NULL};
     float *init = malloc(w->experts * w->hidden * sizeof *init);
-    if (ec.rows == NULL || init == NULL) {
+    if ((y == NULL && ec.rows == NULL) || init == NULL) {
         free(ec.rows);
         free(init);
         return sym_error_set(err, SYM_ERR_NOMEM, "router %d: out of memory", layer);
@@ -556,7 +612,12 @@ sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
         rc.gate_mode = SYM_ROUTER_GATE_ROWS;
         rc.init_rows = init;
     }
+    sym_router_dense dense = {y, w->experts, w->hidden};
     sym_router_data data = {x, tokens, labels, expert_outputs, &ec};
+    if (y != NULL) {
+        data.expert_outputs = sym_router_dense_experts;
+        data.expert_context = &dense;
+    }
     sym_status s = sym_router_train(&rc, &data, router, report, err);
     free(ec.rows);
     free(init);
@@ -582,10 +643,13 @@ json_t *sym_pipeline_router_json(const sym_router_report *r, size_t experts)
 static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_error *err)
 {
     double t0 = now_s();
-    sym_status s = load_merged_layer(p, l, err);
+    sym_status s = load_merged_attention(p, l, err);
     if (s == SYM_OK)
         s = sym_merged_attention(&p->attn, &p->layer, p->hm, p->calib.n_seq, p->calib.seq_len,
                                  p->x, err);
+    free_merged_attention(&p->layer);
+    if (s == SYM_OK)
+        s = load_merged_experts(p, l, err);
     /* Routers train on the rounded inputs, which is what retrain-router reads back. */
     sym_hcache_round(p->x, p->tokens * p->hidden, p->cfg->cache_dtype);
     char path[4096];
@@ -594,15 +658,24 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
         s = sym_hcache_write(path, p->x, p->tokens, p->hidden, p->cfg->cache_dtype, err);
     double t1 = now_s();
     sym_router_report rr;
+    float *y = NULL;
     if (s == SYM_OK)
-        s = sym_pipeline_train_router(p->cfg, l, &p->layer, p->x, p->calib.labels, p->tokens,
-                                      p->setup.opts->threads, p->router, &rr, err);
+        s = sym_pipeline_expert_cache(p->cfg, &p->layer, p->x, p->tokens, &y, err);
+    if (y != NULL)
+        free_merged_experts(&p->layer);
+    if (s == SYM_OK)
+        s = sym_pipeline_train_router(p->cfg, l, &p->layer, p->x, y, p->calib.labels,
+                                      p->tokens, p->setup.opts->threads, p->router, &rr, err);
     if (s == SYM_OK)
         s = round_to_dtype(p->router, p->n_experts * p->hidden, p->cfg->dtype, err);
     double t2 = now_s();
-    if (s == SYM_OK)
-        s = sym_merged_moe(&p->layer, p->router, (size_t)p->cfg->experts_per_token, p->x,
-                           p->tokens, p->hm, err);
+    size_t top_k = (size_t)p->cfg->experts_per_token;
+    if (s == SYM_OK && y != NULL)
+        sym_merged_mix(&p->layer, p->router, top_k, p->x, y, p->tokens, p->hm);
+    else if (s == SYM_OK)
+        s = sym_merged_moe(&p->layer, p->router, top_k, p->x, p->tokens, p->hm, err);
+    free(y);
+    free_merged_experts(&p->layer);
     if (s == SYM_OK)
         json_object_set_new(report, "router", sym_pipeline_router_json(&rr, p->n_experts));
     p->state.router = p->router;

@@ -61,6 +61,22 @@ sym_status sym_merged_experts(const sym_merged_layer *w, const float *x, size_t 
 sym_status sym_merged_moe(const sym_merged_layer *w, const float *router, size_t top_k,
                           const float *x, size_t tokens, float *h, sym_error *err);
 
+/* Largest expert-output array, T x experts x hidden f32, that one layer keeps in memory
+ * so that router training and the MoE mix compute every expert's FFN once per token.
+ * Larger calibration sets recompute the outputs per training batch instead. 512 MiB is
+ * 2048 tokens of 8 experts at hidden 8192 (a 70B-width layer has hidden 8192). */
+#define SYM_EXPERT_CACHE_BYTES ((size_t)512 << 20)
+
+/* Computes y [tokens, experts, hidden] = every expert's output on every row of x, in the
+ * same token blocks as sym_merged_moe, so the outputs equal what it computes. */
+sym_status sym_merged_experts_all(const sym_merged_layer *w, const float *x, size_t tokens,
+                                  float *y, sym_error *err);
+
+/* h += Mixtral routing of x [tokens, hidden] over expert outputs y [tokens, experts,
+ * hidden] from sym_merged_experts_all. */
+void sym_merged_mix(const sym_merged_layer *w, const float *router, size_t top_k,
+                    const float *x, const float *y, size_t tokens, float *h);
+
 typedef struct sym_pipeline sym_pipeline;
 
 /* What the pipeline needs from the merge driver. */
@@ -92,11 +108,20 @@ void sym_pipeline_free(sym_pipeline *pipe);
 
 /* Trains router `layer` on router inputs x [tokens, hidden] with domain labels, the
  * distillation targets coming from the merged layer's experts; writes router
- * [experts, hidden]. Used by the merge and by retrain-router. */
+ * [experts, hidden]. y: the experts' outputs on x from sym_merged_experts_all, or NULL
+ * to compute them per training batch. Used by the merge and by retrain-router. */
 sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
                                      const sym_merged_layer *w, const float *x,
-                                     const uint32_t *labels, size_t tokens, int threads,
-                                     float *router, sym_router_report *report, sym_error *err);
+                                     const float *y, const uint32_t *labels, size_t tokens,
+                                     int threads, float *router, sym_router_report *report,
+                                     sym_error *err);
+
+/* Allocates and fills *y with sym_merged_experts_all when the distillation objective
+ * needs expert outputs and they fit in SYM_EXPERT_CACHE_BYTES; else sets *y to NULL.
+ * The caller frees *y. */
+sym_status sym_pipeline_expert_cache(const sym_merge_config *cfg, const sym_merged_layer *w,
+                                     const float *x, size_t tokens, float **y,
+                                     sym_error *err);
 
 /* Returns the merge report's entry for a trained router (a new reference). */
 json_t *sym_pipeline_router_json(const sym_router_report *report, size_t experts);

@@ -181,6 +181,31 @@ static void route(const float *router, size_t experts, size_t d, size_t k, const
         weights[e] = chosen[e] ? p[e] / sum / picked : 0.0f;
 }
 
+sym_status sym_merged_experts_all(const sym_merged_layer *w, const float *x, size_t tokens,
+                                  float *y, sym_error *err)
+{
+    size_t d = w->hidden, n = w->experts;
+    sym_status s = SYM_OK;
+    for (size_t first = 0; first < tokens && s == SYM_OK; first += MOE_BLOCK) {
+        size_t count = tokens - first < MOE_BLOCK ? tokens - first : MOE_BLOCK;
+        s = sym_merged_experts(w, x + first * d, count, y + first * n * d, err);
+    }
+    return s;
+}
+
+void sym_merged_mix(const sym_merged_layer *w, const float *router, size_t top_k,
+                    const float *x, const float *y, size_t tokens, float *h)
+{
+    size_t d = w->hidden, n = w->experts;
+    for (size_t t = 0; t < tokens; t++) {
+        float weights[SYM_MAX_SOURCES];
+        route(router, n, d, top_k, x + t * d, weights);
+        for (size_t e = 0; e < n; e++)
+            for (size_t i = 0; i < d && weights[e] > 0; i++)
+                h[t * d + i] += weights[e] * y[((t * n) + e) * d + i];
+    }
+}
+
 sym_status sym_merged_moe(const sym_merged_layer *w, const float *router, size_t top_k,
                           const float *x, size_t tokens, float *h, sym_error *err)
 {
@@ -192,13 +217,8 @@ sym_status sym_merged_moe(const sym_merged_layer *w, const float *router, size_t
     for (size_t first = 0; first < tokens && s == SYM_OK; first += MOE_BLOCK) {
         size_t count = tokens - first < MOE_BLOCK ? tokens - first : MOE_BLOCK;
         s = sym_merged_experts(w, x + first * d, count, y, err);
-        for (size_t t = 0; t < count && s == SYM_OK; t++) {
-            float weights[SYM_MAX_SOURCES];
-            route(router, n, d, top_k, x + (first + t) * d, weights);
-            for (size_t e = 0; e < n; e++)
-                for (size_t i = 0; i < d && weights[e] > 0; i++)
-                    h[(first + t) * d + i] += weights[e] * y[((t * n) + e) * d + i];
-        }
+        if (s == SYM_OK)
+            sym_merged_mix(w, router, top_k, x + first * d, y, count, h + first * d);
     }
     free(y);
     return s;

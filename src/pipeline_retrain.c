@@ -287,9 +287,13 @@ static sym_status train_layer(retrain *rt, int l, const sym_retrain_options *o,
     if (s == SYM_OK)
         s = load_experts(rt, l, err);
     sym_router_report report;
+    float *y = NULL;
     if (s == SYM_OK)
-        s = sym_pipeline_train_router(&rt->cfg, l, &rt->layer, rt->x, rt->labels, rt->tokens,
-                                      rt->threads, rt->router, &report, err);
+        s = sym_pipeline_expert_cache(&rt->cfg, &rt->layer, rt->x, rt->tokens, &y, err);
+    if (s == SYM_OK)
+        s = sym_pipeline_train_router(&rt->cfg, l, &rt->layer, rt->x, y, rt->labels,
+                                      rt->tokens, rt->threads, rt->router, &report, err);
+    free(y);
     if (s == SYM_OK)
         s = stage_router(rt, l, err);
     if (s == SYM_OK) {

@@ -65,6 +65,10 @@ sym_status sym_forward_create(sym_forward **forward, const sym_model *model,
 
 void sym_forward_free(sym_forward *forward);
 
+/* Frees the f32 copy of the loaded layer's weights. The next sym_forward_layer
+ * allocates it again, so callers that hold several passes can keep one layer at a time. */
+void sym_forward_release_weights(sym_forward *forward);
+
 /* Returns how many sequences of options->seq_len tokens one batch contains. */
 size_t sym_forward_batch_sequences(const sym_forward *forward);
 

@@ -129,7 +129,10 @@ void cli_progress_update(void *context, const sym_merge_progress *m)
         log_layer(p, m, now);
     if (strcmp(m->stage, "calibrate") == 0 && !layer_finished)
         p->layer_start = now;
-    if (!p->line || now - p->last_draw < 1.0 / PROGRESS_PER_SECOND)
+    /* A new layer is drawn at once, so a layer that finishes within one redraw interval
+     * still shows on the line. */
+    bool new_layer = m->layer >= 0 && m->layer + 1 != p->shown_layer;
+    if (!p->line || (!new_layer && now - p->last_draw < 1.0 / PROGRESS_PER_SECOND))
         return;
     p->last_draw = now;
     draw_line(p, m, now);
