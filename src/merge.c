@@ -31,7 +31,7 @@
 #include "symphony/kernels.h"
 #include "symphony/writer.h"
 
-/* Everything one merge run holds. */
+/* State of one merge run. */
 typedef struct merge_run {
     const sym_merge_config *cfg;
     const sym_merge_options *opts;
@@ -1023,7 +1023,7 @@ static void report_step(void *context, int layer, const char *step)
     run->progress.step = NULL;
 }
 
-/* Starts calibration when the config asks for it; its files go to OUTPUT.partial's work
+/* Starts calibration when the config requests it; its files go to OUTPUT.partial's work
  * directory, which stays in the output for retrain-router. */
 static sym_status start_pipeline(merge_run *run, sym_error *err)
 {
@@ -1096,7 +1096,7 @@ static sym_status check_existing_output(merge_run *run, bool *complete, sym_erro
     }
     if (!run->opts->force)
         return sym_error_set(err, SYM_ERR_INVALID,
-                             "%s already exists and holds a different merge or other files; "
+                             "%s already exists and contains a different merge or other files; "
                              "rerun with --force to replace it", output);
     return SYM_OK;
 }
@@ -1156,7 +1156,7 @@ static sym_status prepare(merge_run *run, sym_error *err)
 }
 
 /* Checks the free space of a merge that starts from nothing, before the lock file and
- * OUTPUT.partial are created. A resumed merge is checked once its journal says which
+ * OUTPUT.partial are created. A resumed merge is checked once its journal shows which
  * tensors remain; an existing OUTPUT is left to check_existing_output. */
 static sym_status check_fresh_disk_space(merge_run *run, sym_error *err)
 {
@@ -1283,7 +1283,7 @@ static void check_plan_output(merge_run *run, sym_merge_plan *plan)
         json_decref(stored);
     }
     if (is_directory(output) && !same && !run->opts->force)
-        sym_merge_plan_add_problem(plan, "%s already exists and holds a different merge or "
+        sym_merge_plan_add_problem(plan, "%s already exists and contains a different merge or "
                                    "other files; rerun with --force to replace it", output);
     plan->disk_free = sym_merge_free_space(output, plan->disk_path, sizeof plan->disk_path);
     if (plan->disk_free == UINT64_MAX)

@@ -18,7 +18,7 @@ typedef struct cfg_reader {
     const char *path;
     char dir[PATH_MAX];
     sym_error *err;
-    bool loaded; /* doc holds a document to delete */
+    bool loaded; /* doc contains a document to delete */
 } cfg_reader;
 
 static const char *const top_keys[] = {"base_model", "dtype", "experts_per_token", "gate_mode",

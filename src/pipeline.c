@@ -256,7 +256,7 @@ void sym_pipeline_free(sym_pipeline *p)
 
 /* ---- the merged model's weights ---- */
 
-/* Rounds values to what the output dtype stores, so the pass sees the written model. */
+/* Rounds values to what the output dtype stores, so the pass computes with the model as written. */
 static sym_status round_to_dtype(float *v, size_t n, sym_dtype dtype, sym_error *err)
 {
     if (dtype == SYM_DTYPE_F32)
@@ -438,7 +438,7 @@ static sym_status cache_io(sym_pipeline *p, int l, bool write, sym_error *err)
             work_path(p, path, sizeof path, "merged", l, -1, "hc");
         if (write)
             s = sym_hcache_write(path, h, p->tokens, p->hidden, p->cfg->cache_dtype, err);
-        /* A run reads what it wrote, so a resumed run sees the same values. */
+        /* A run reads what it wrote, so a resumed run reads the same values. */
         if (s == SYM_OK)
             s = sym_hcache_read(path, h, p->tokens, p->hidden, err);
     }

@@ -247,7 +247,7 @@ uint64_t sym_stream_memory_bytes(const sym_stream *stream)
     return stream->mode == SYM_PREFETCH_READ ? stream->max_layer_bytes : 0;
 }
 
-/* Splits a layer into requests so that the ring holds all of them at once where it can. */
+/* Splits a layer into requests so that the ring can contain all of them at once where it can. */
 static sym_status plan_chunks(sym_stream *s, const layer_plan *p, sym_error *err)
 {
     uint64_t size = p->bytes / (RING_ENTRIES / 2) + 1;

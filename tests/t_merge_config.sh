@@ -146,8 +146,10 @@ cfg = json.load(open(sys.argv[1]))
 assert cfg["rope_theta"] == 10000.0, cfg.get("rope_theta")
 assert "auto_map" not in cfg
 assert cfg["my_custom_key"] == [1, 2]
-assert cfg["model_type"] == "mixtral" and cfg["architectures"] == ["MixtralForCausalLM"]
-assert cfg["num_local_experts"] == 2 and cfg["num_experts_per_tok"] == 2
+assert cfg["model_type"] == "mixtral", cfg["model_type"]
+assert cfg["architectures"] == ["MixtralForCausalLM"], cfg["architectures"]
+assert cfg["num_local_experts"] == 2, cfg["num_local_experts"]
+assert cfg["num_experts_per_tok"] == 2, cfg["num_experts_per_tok"]
 for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
             "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps",
             "vocab_size", "tie_word_embeddings", "sliding_window", "rope_scaling"):

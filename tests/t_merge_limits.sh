@@ -71,7 +71,7 @@ for b in bad:
 sys.exit(1 if bad else 0)
 PYEOF
 
-# Disk: a tmpfs that holds the output shards but not the caches.
+# Disk: a tmpfs with room for the output shards but not the caches.
 disk="$tmp/disk"
 mkdir "$disk"
 size_kib=$(( (output + 2 * 1048576) / 1024 + (cache / 1024) / 2 ))

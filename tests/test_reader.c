@@ -1,6 +1,6 @@
 /* Checkpoint reader on synthetic models of every layout: dtypes, sharding, tied and
- * untied embeddings, name prefixes, ignored tensors; and safetensors edge cases that
- * are valid input (unaligned data, empty and 0-rank tensors). */
+ * untied embeddings, name prefixes and ignored tensors. Also safetensors edge cases that
+ * are valid input: unaligned data, empty and 0-rank tensors. */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +30,8 @@ static void check_values(const sym_model *m, const synth_spec *spec, sym_role ro
     if (n > 3) {
         float part[2];
         CHECK(sym_tensor_read_f32(r, n / 2, 2, part, &err) == SYM_OK);
-        CHECK(part[0] == buf[n / 2] && part[1] == buf[n / 2 + 1]);
+        CHECK(part[0] == buf[n / 2]);
+        CHECK(part[1] == buf[n / 2 + 1]);
         CHECK(sym_tensor_read_f32(r, n - 1, 2, part, &err) == SYM_ERR_INVALID);
     }
     free(buf);
@@ -127,6 +128,7 @@ static void check_unaligned_and_empty(void)
     CHECK(f->header.n_tensors == 4);
     CHECK(strcmp(f->header.tensors[0].name, "a") == 0); /* sorted by name */
     const sym_st_tensor *b = sym_st_header_find(&f->header, "b");
+    CHECK(b != NULL);
     CHECK(b != NULL && (b->offset % 4) != 0);
     sym_tensor_ref ref = {f, b};
     float got[3];
@@ -134,11 +136,21 @@ static void check_unaligned_and_empty(void)
     CHECK(memcmp(got, values, sizeof values) == 0);
 
     const sym_st_tensor *e = sym_st_header_find(&f->header, "e");
-    CHECK(e != NULL && e->numel == 0 && e->nbytes == 0 && e->ndim == 2);
+    CHECK(e != NULL);
+    if (e != NULL) {
+        CHECK(e->numel == 0);
+        CHECK(e->nbytes == 0);
+        CHECK(e->ndim == 2);
+    }
     const sym_st_tensor *scalar = sym_st_header_find(&f->header, "s");
-    CHECK(scalar != NULL && scalar->ndim == 0 && scalar->numel == 1);
+    CHECK(scalar != NULL);
+    if (scalar != NULL) {
+        CHECK(scalar->ndim == 0);
+        CHECK(scalar->numel == 1);
+    }
     ref.info = scalar;
-    CHECK(sym_tensor_read_f32(&ref, 0, 1, got, &err) == SYM_OK && got[0] == 1.0f);
+    CHECK(sym_tensor_read_f32(&ref, 0, 1, got, &err) == SYM_OK);
+    CHECK(got[0] == 1.0f);
     ref.info = sym_st_header_find(&f->header, "a");
     CHECK(sym_tensor_read_f32(&ref, 0, 1, got, &err) == SYM_ERR_UNSUPPORTED);
     CHECK(strstr(err.message, "dtype U8") != NULL);
@@ -158,7 +170,8 @@ static void check_metadata_lenient(void)
     sym_error err;
     CHECK(sym_st_open(&f, path, &err) == SYM_OK);
     CHECK(!f->header.meta_strict);
-    CHECK(f->header.n_meta == 1 && strcmp(f->header.meta[0].value, "pt") == 0);
+    CHECK(f->header.n_meta == 1);
+    CHECK(f->header.n_meta >= 1 && strcmp(f->header.meta[0].value, "pt") == 0);
     sym_st_close(f);
 }
 

@@ -43,7 +43,7 @@ typedef struct sym_forward_options {
     sym_progress_fn progress; /* may be NULL */
     void *progress_ctx;
     /* Oracle-router diagnostic for MoE models: every token of every layer uses expert
-     * force_expert alone with weight 1, whatever the router says. -1 routes normally. */
+     * force_expert alone with weight 1, whatever the router outputs. -1 routes normally. */
     int force_expert;
 } sym_forward_options;
 

@@ -2,7 +2,7 @@
  *
  * A router is a matrix W [experts, hidden] (row-major f32). For a hidden state x it gives
  * logits W x, probabilities p = softmax(W x), the top_k experts by probability, and their
- * weights renormalised to sum to 1, as Mixtral routes. Training sees only the inputs X
+ * weights renormalised to sum to 1, as Mixtral routes. Training reads only the inputs X
  * [tokens, hidden] of one layer and never backpropagates through the model.
  *
  * Two objectives, both on the full softmax so that experts outside the top-k still get a

@@ -24,7 +24,7 @@ extern "C" {
 /* Largest header accepted, as in the reference implementation. */
 #define SYM_ST_MAX_HEADER 100000000u
 
-/* Largest tensor count accepted in one file. Checkpoints hold a few thousand tensors (a
+/* Largest tensor count accepted in one file. Checkpoints contain a few thousand tensors (a
  * Mixtral-style MoE with 256 experts and 64 layers about 50,000); parsing a header near
  * the byte limit with a million one-byte tensors takes tens of seconds and gigabytes. */
 #define SYM_ST_MAX_TENSORS 262144u
@@ -95,7 +95,7 @@ typedef struct sym_st_header {
 } sym_st_header;
 
 /* Parses and validates a header from the first bytes of a file of file_size bytes.
- * prefix holds at least the first min(file_size, 8 + N) bytes; the file name is used only
+ * prefix contains at least the first min(file_size, 8 + N) bytes; the file name is used only
  * in messages. The header owns its strings; free it with sym_st_header_free. */
 sym_status sym_st_header_parse(sym_st_header *header, const uint8_t *prefix, size_t prefix_len,
                                uint64_t file_size, const char *name, sym_error *err);

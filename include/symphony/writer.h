@@ -90,7 +90,7 @@ sym_status sym_write_json_file(const void *json, const char *dir, const char *na
 sym_status sym_write_file(const char *dir, const char *name, const void *data, size_t size,
                           sym_error *err);
 
-/* Copies src_dir/name to dst_dir/name when it exists; *copied says whether it did. */
+/* Copies src_dir/name to dst_dir/name when it exists; *copied is set to whether it did. */
 sym_status sym_copy_file_if_present(const char *src_dir, const char *dst_dir, const char *name,
                                     bool *copied, sym_error *err);
 

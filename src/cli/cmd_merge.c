@@ -13,7 +13,7 @@
 #include "symphony/merge.h"
 #include "symphony/mergecfg.h"
 
-/* Signals received: the first asks the merge to stop after the step in progress, the
+/* Signals received: the first requests a stop after the step in progress, the
  * second stops the process at once. */
 static volatile sig_atomic_t interrupted;
 static const cli_progress *shown_progress;
@@ -297,7 +297,7 @@ static void install_signals(void)
 }
 
 /* After an I/O error the tensors already written stay journaled in OUTPUT_DIR.partial, so
- * the message tells the user that a rerun continues from there. */
+ * the message adds that a rerun continues from there. */
 static void add_resume_hint(sym_error *err, const char *output)
 {
     char partial[PATH_MAX];
