@@ -152,9 +152,9 @@ static void write_alignment(card_text *c, json_t *layers)
 
 static void write_router(card_text *c, const sym_merge_config *cfg, json_t *layers)
 {
-    const char *objective = cfg->router.objective == SYM_ROUTER_DOMAIN ? "classify (domain "
-                                                                         "labels)"
-                                                                       : "distill";
+    const char *objective = cfg->router.objective == SYM_ROUTER_DOMAIN
+                                ? "classify (domain labels)"
+                                : sym_router_objective_name(cfg->router.objective);
     card_append(c, "- router: trained per layer, objective %s, %lld steps, learning rate %g, "
                    "%lld experts per token; held-out accuracy per layer:",
                 objective, (long long)cfg->router.steps, cfg->router.learning_rate,

@@ -293,7 +293,7 @@ static void count_flops(const sym_merge_config *cfg, const sym_model_config *c,
     plan->flops_assignment = tokens > 0 ? L * (n - 1) * f * f * f : 0;
     double batch = (double)cfg->router.batch_size < T ? (double)cfg->router.batch_size : T;
     double per_token = 3 * 2 * n * d;
-    if (cfg->router.objective == SYM_ROUTER_DISTILL)
+    if (sym_router_objective_uses_experts(cfg->router.objective))
         per_token += n * ffn;
     plan->flops_router = tokens > 0 ? L * (double)cfg->router.steps * batch * per_token : 0;
     plan->flops_total = plan->flops_source_forward + plan->flops_merged_forward +

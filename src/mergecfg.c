@@ -317,7 +317,7 @@ static sym_status read_weights(cfg_reader *r, yaml_node_t *node, sym_merge_confi
 static sym_status read_router(cfg_reader *r, yaml_node_t *node, sym_router_cfg *router)
 {
     static const char *const inits[] = {"gate_mode", "zero", NULL};
-    static const char *const objectives[] = {"classify", "distill", NULL};
+    static const char *const objectives[] = {"classify", "distill", "distill-topk", NULL};
     sym_status s = expect_mapping(r, node, "'symphony.router'");
     FOR_EACH_PAIR(node, pair) {
         const char *key;

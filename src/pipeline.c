@@ -578,7 +578,8 @@ sym_status sym_pipeline_expert_cache(const sym_merge_config *cfg, const sym_merg
 {
     *y = NULL;
     size_t row = w->experts * w->hidden * sizeof(float);
-    if (cfg->router.objective != SYM_ROUTER_DISTILL || tokens > SYM_EXPERT_CACHE_BYTES / row)
+    if (!sym_router_objective_uses_experts(cfg->router.objective) ||
+        tokens > SYM_EXPERT_CACHE_BYTES / row)
         return SYM_OK;
     float *out = malloc(tokens * row + 1);
     if (out == NULL)

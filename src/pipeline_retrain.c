@@ -136,7 +136,8 @@ static sym_status load_setup(retrain *rt, sym_error *err)
                                        "seed", "threads"};
     static const int64_t min[] = {1, 1, 2, 1, 0, 0, 0, 1, 0, 0, 0, 1};
     static const int64_t max[] = {SYM_MAX_SOURCES, 1 << 20, INT64_MAX / 2, SYM_MAX_SOURCES,
-                                  1, 1, 100000000, 1 << 24, 4, 64, INT64_MAX, 4096};
+                                  SYM_ROUTER_DISTILL_TOPK, 1, 100000000, 1 << 24, 4, 64,
+                                  INT64_MAX, 4096};
     const char *format = json_string_value(json_object_get(j, "format"));
     s = format != NULL && strcmp(format, SETUP_FORMAT) == 0
                        ? SYM_OK
@@ -366,7 +367,7 @@ static json_t *settings_json(const retrain *rt)
 {
     const sym_router_cfg *r = &rt->cfg.router;
     return json_pack("{s:s, s:I, s:f, s:I, s:i}", "objective",
-                     r->objective == SYM_ROUTER_DISTILL ? "distill" : "classify", "steps",
+                     sym_router_objective_name(r->objective), "steps",
                      (json_int_t)r->steps, "learning_rate", r->learning_rate, "seed",
                      (json_int_t)rt->cfg.seed, "threads", rt->threads);
 }

@@ -25,7 +25,8 @@ typedef struct router_workspace {
     const sym_router_kernels *router_kernels;
     const sym_kernels *kernels;
     size_t capacity;
-    float *logits;       /* [capacity, experts], then the probabilities in place */
+    float *logits;       /* [capacity, experts], then the probabilities in place (for
+                          * the top-k objective, the renormalised top-k weights) */
     float *dlogits;      /* [capacity, experts] */
     float *dprobs;       /* [capacity, experts], distillation: sum_i r_i y_e,i per token */
     float *expert_out;   /* [capacity, experts, hidden], distillation only */

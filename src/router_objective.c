@@ -67,7 +67,7 @@ sym_status router_check(const sym_router_config *c, const sym_router_data *data,
     if (c->top_k < 1 || c->top_k > c->experts)
         return sym_error_set(err, SYM_ERR_INVALID, "router: top_k %zu; expected 1 to %zu",
                              c->top_k, c->experts);
-    if (c->objective != SYM_ROUTER_DOMAIN && c->objective != SYM_ROUTER_DISTILL)
+    if (sym_router_objective_name(c->objective) == NULL)
         return sym_error_set(err, SYM_ERR_INVALID, "router: unknown objective %d",
                              (int)c->objective);
     if (c->threads < 1 || c->threads > SYM_ROUTER_MAX_THREADS)
@@ -79,7 +79,7 @@ sym_status router_check(const sym_router_config *c, const sym_router_data *data,
                              c->balance);
     if (data->x == NULL || data->labels == NULL)
         return sym_error_set(err, SYM_ERR_INVALID, "router: hidden states or labels missing");
-    if (c->objective == SYM_ROUTER_DISTILL && data->expert_outputs == NULL)
+    if (sym_router_objective_uses_experts(c->objective) && data->expert_outputs == NULL)
         return sym_error_set(err, SYM_ERR_INVALID,
                              "router: the distillation objective needs expert_outputs");
     for (size_t t = 0; t < data->tokens; t++) {
@@ -124,9 +124,10 @@ sym_status router_workspace_init(router_workspace *ws, const sym_router_config *
     ws->dlogits = alloc_floats(capacity * n);
     ws->dprobs = alloc_floats(capacity * n);
     ws->part_grad = alloc_floats(config->threads * n * h);
-    if (config->objective == SYM_ROUTER_DISTILL)
+    int uses_experts = sym_router_objective_uses_experts(config->objective);
+    if (uses_experts)
         ws->expert_out = alloc_floats(capacity * n * h);
-    int distill_missing = config->objective == SYM_ROUTER_DISTILL && ws->expert_out == NULL;
+    int distill_missing = uses_experts && ws->expert_out == NULL;
     if (ws->logits == NULL || ws->dlogits == NULL || ws->dprobs == NULL ||
         ws->part_grad == NULL || distill_missing) {
         router_workspace_free(ws);
@@ -164,6 +165,21 @@ static void select_top_k(const float *p, size_t n, size_t k, uint32_t *order)
     }
 }
 
+/* Replaces the probabilities p[0..n) by the renormalised weights of the experts in
+ * order[0..k) and zeros elsewhere: the weights Mixtral mixes the top-k experts with. */
+static void keep_top_k(float *p, size_t n, const uint32_t *order, size_t k)
+{
+    float kept[SYM_ROUTER_MAX_EXPERTS];
+    double sum = 0.0;
+    for (size_t s = 0; s < k; s++)
+        sum += (double)p[order[s]];
+    for (size_t s = 0; s < k; s++)
+        kept[s] = (float)((double)p[order[s]] / sum);
+    memset(p, 0, n * sizeof *p);
+    for (size_t s = 0; s < k; s++)
+        p[order[s]] = kept[s];
+}
+
 /* What every forward part needs. */
 typedef struct forward_job {
     router_workspace *ws;
@@ -195,7 +211,9 @@ static void forward_token(forward_job *job, size_t j, router_stats *stats)
     for (size_t e = 0; e < n; e++)
         stats->prob_sum[e] += (double)z[e];
 
-    if (ws->config->objective == SYM_ROUTER_DISTILL) {
+    if (ws->config->objective == SYM_ROUTER_DISTILL_TOPK)
+        keep_top_k(z, n, order, ws->config->top_k);
+    if (sym_router_objective_uses_experts(ws->config->objective)) {
         const float *y = ws->expert_out + j * n * h;
         stats->distill_sum += ws->router_kernels->distill_token(ws->dprobs + j * n, z, y,
                                                                 y + label * h, n, h);
@@ -230,7 +248,7 @@ sym_status router_forward(router_workspace *ws, const float *w, const uint32_t *
                           size_t count, router_stats *stats, sym_error *err)
 {
     const sym_router_data *data = ws->data;
-    if (ws->config->objective == SYM_ROUTER_DISTILL) {
+    if (sym_router_objective_uses_experts(ws->config->objective)) {
         sym_status status = data->expert_outputs(data->expert_context, tokens, count,
                                                  ws->expert_out, err);
         if (status != SYM_OK)
@@ -247,7 +265,7 @@ sym_status router_forward(router_workspace *ws, const float *w, const uint32_t *
 double router_loss(const sym_router_config *config, const router_stats *stats)
 {
     double count = (double)stats->count;
-    if (config->objective == SYM_ROUTER_DISTILL)
+    if (sym_router_objective_uses_experts(config->objective))
         return stats->distill_sum / count;
 
     double balance = 0.0;
@@ -283,7 +301,9 @@ static void backward_token(backward_job *job, size_t j)
     float *dz = ws->dlogits + j * n;
     double inv_count = 1.0 / (double)job->count;
 
-    if (ws->config->objective == SYM_ROUTER_DISTILL) {
+    /* For the top-k objective p holds the renormalised top-k weights, zero elsewhere, so
+     * the same Jacobian gives the gradient of the softmax over the top-k logits. */
+    if (sym_router_objective_uses_experts(ws->config->objective)) {
         double dp[SYM_ROUTER_MAX_EXPERTS];
         for (size_t e = 0; e < n; e++)
             dp[e] = 2.0 * inv_count * (double)ws->dprobs[j * n + e];

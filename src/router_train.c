@@ -78,6 +78,34 @@ static void shuffle(uint32_t *items, size_t n, router_rng *rng)
     }
 }
 
+static const char *const objective_names[] = {
+    [SYM_ROUTER_DOMAIN] = "classify",
+    [SYM_ROUTER_DISTILL] = "distill",
+    [SYM_ROUTER_DISTILL_TOPK] = "distill-topk",
+};
+
+const char *sym_router_objective_name(sym_router_objective objective)
+{
+    size_t i = (size_t)objective;
+    return i < sizeof objective_names / sizeof objective_names[0] ? objective_names[i] : NULL;
+}
+
+int sym_router_objective_parse(const char *name, sym_router_objective *objective)
+{
+    for (size_t i = 0; i < sizeof objective_names / sizeof objective_names[0]; i++) {
+        if (strcmp(name, objective_names[i]) == 0) {
+            *objective = (sym_router_objective)i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int sym_router_objective_uses_experts(sym_router_objective objective)
+{
+    return objective == SYM_ROUTER_DISTILL || objective == SYM_ROUTER_DISTILL_TOPK;
+}
+
 void sym_router_config_init(sym_router_config *config, size_t experts, size_t hidden)
 {
     memset(config, 0, sizeof *config);

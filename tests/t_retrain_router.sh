@@ -56,10 +56,9 @@ same_model_files() {
     { echo "retrain-router with the merge's settings failed"; exit 1; }
 same_model_files "$tmp/out" || { echo "same settings did not reproduce the routers"; fail=1; }
 
-"$BIN" retrain-router -q --router-objective classify "$tmp/out" ||
-    { echo "retrain-router --router-objective classify failed"; exit 1; }
-"$BIN" verify -q "$tmp/out" || { echo "verify rejected the retrained output"; fail=1; }
-"$PY" - "$tmp/ref" "$tmp/out" <<'PYEOF' || fail=1
+# Only the routers differ from the merge's output, and the report names objective $1.
+routers_only_changed() {
+"$PY" - "$tmp/ref" "$tmp/out" "$1" <<'PYEOF'
 import glob, json, os, struct, sys
 
 def tensors(d):
@@ -84,14 +83,23 @@ if len(routers) != 5:
 for name in sorted(ref):
     changed = ref[name] != new.get(name)
     if name in routers and not changed:
-        print('%s: unchanged by the classify objective' % name); fail = 1
+        print('%s: unchanged by the %s objective' % (name, sys.argv[3])); fail = 1
     if name not in routers and changed:
         print('%s: changed, but only routers may change' % name); fail = 1
 rep = json.load(open(os.path.join(sys.argv[2], 'merge-report.json')))
-if rep.get('router_retrain', {}).get('objective') != 'classify':
-    print('merge-report.json does not record the classify retraining'); fail = 1
+if rep.get('router_retrain', {}).get('objective') != sys.argv[3]:
+    print('merge-report.json does not record the %s retraining' % sys.argv[3]); fail = 1
 sys.exit(fail)
 PYEOF
+}
+
+for objective in classify distill-topk; do
+    "$BIN" retrain-router -q --router-objective $objective "$tmp/out" ||
+        { echo "retrain-router --router-objective $objective failed"; exit 1; }
+    "$BIN" verify -q "$tmp/out" ||
+        { echo "verify rejected the output retrained with $objective"; fail=1; }
+    routers_only_changed $objective || fail=1
+done
 
 # Back to the merge's settings: the routers are the merge's again.
 "$BIN" retrain-router -q --router-objective distill "$tmp/out" ||

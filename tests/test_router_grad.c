@@ -1,6 +1,6 @@
 /* Router objectives: the loss against an independent double-precision implementation, and
- * the gradient against central finite differences of that implementation, for both
- * objectives, every SIMD variant the CPU has, and one or several threads. */
+ * the gradient against central finite differences of that implementation, for every
+ * objective, every SIMD variant the CPU has, and one or several threads. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -42,6 +42,26 @@ static void softmax_f64(double *p, const double *z, int n)
         p[e] /= sum;
 }
 
+#define TOP_K 2
+
+/* Keeps the TOP_K largest of p (ties to the lower index), renormalised, and zeros the rest. */
+static void top_k_weights(double *p)
+{
+    int kept[EXPERTS] = {0};
+    double sum = 0.0;
+    for (int slot = 0; slot < TOP_K; slot++) {
+        int best = -1;
+        for (int e = 0; e < EXPERTS; e++) {
+            if (!kept[e] && (best < 0 || p[e] > p[best]))
+                best = e;
+        }
+        kept[best] = 1;
+        sum += p[best];
+    }
+    for (int e = 0; e < EXPERTS; e++)
+        p[e] = kept[e] ? p[e] / sum : 0.0;
+}
+
 /* The objective written out in double precision from its definition. */
 static double reference_loss(const double *w, sym_router_objective objective, double balance)
 {
@@ -62,6 +82,8 @@ static double reference_loss(const double *w, sym_router_objective objective, do
             best = p[e] > p[best] ? e : best;
         }
         top1_frac[best] += 1.0 / BATCH;
+        if (objective == SYM_ROUTER_DISTILL_TOPK)
+            top_k_weights(p);
 
         const float *yt = y + (size_t)t * EXPERTS * HIDDEN;
         for (int i = 0; i < HIDDEN; i++) {
@@ -72,7 +94,7 @@ static double reference_loss(const double *w, sym_router_objective objective, do
             distill += r * r;
         }
     }
-    if (objective == SYM_ROUTER_DISTILL)
+    if (objective != SYM_ROUTER_DOMAIN)
         return distill / BATCH;
     double lb = 0.0;
     for (int e = 0; e < EXPERTS; e++)
@@ -86,6 +108,7 @@ static void check_case(sym_router_objective objective, sym_simd_variant variant,
     sym_router_config c;
     sym_router_config_init(&c, EXPERTS, HIDDEN);
     c.objective = objective;
+    c.top_k = TOP_K;
     c.balance = 0.5;
     c.threads = threads;
     c.variant = variant;
@@ -106,7 +129,7 @@ static void check_case(sym_router_objective objective, sym_simd_variant variant,
                                                   &err);
     CHECKF(status == SYM_OK, "eval failed: %s", err.message);
     double want = reference_loss(wd, objective, c.balance);
-    const char *name = objective == SYM_ROUTER_DOMAIN ? "domain" : "distill";
+    const char *name = sym_router_objective_name(objective);
     CHECKF(fabs(loss - want) < 1e-5 * fabs(want), "%s %s threads %u loss %.9g vs %.9g", name,
            sym_simd_variant_str(variant), threads, loss, want);
 
@@ -200,6 +223,7 @@ int main(void)
         for (int ti = 0; ti < 2; ti++) {
             check_case(SYM_ROUTER_DOMAIN, (sym_simd_variant)v, thread_counts[ti]);
             check_case(SYM_ROUTER_DISTILL, (sym_simd_variant)v, thread_counts[ti]);
+            check_case(SYM_ROUTER_DISTILL_TOPK, (sym_simd_variant)v, thread_counts[ti]);
         }
     }
     check_balance_dominates();

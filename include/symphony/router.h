@@ -5,8 +5,8 @@
  * weights renormalised to sum to 1, as Mixtral routes. Training reads only the inputs X
  * [tokens, hidden] of one layer and never backpropagates through the model.
  *
- * Two objectives, both on the full softmax so that experts outside the top-k still get a
- * gradient:
+ * Three objectives. The first two use the full softmax, so that experts outside the top-k
+ * still get a gradient:
  *   SYM_ROUTER_DOMAIN   mean cross-entropy of p against each token's domain label, plus a
  *                       Switch-style load-balancing term balance * N * sum_e f_e P_e, where
  *                       f_e is the fraction of the batch whose top-1 expert is e (held
@@ -14,6 +14,11 @@
  *   SYM_ROUTER_DISTILL  mean over tokens of || sum_e p_e y_e(x) - y_label(x) ||^2, where
  *                       y_e(x) is expert e's output: the mixture should reproduce the
  *                       token's own domain expert.
+ * The third trains the mixture the model computes at inference:
+ *   SYM_ROUTER_DISTILL_TOPK  mean over tokens of || sum_{e in K} w_e y_e(x) - y_label(x) ||^2,
+ *                       where K is the token's top_k experts by p and w their renormalised
+ *                       weights, w = softmax of the logits of K; experts outside K get no
+ *                       gradient from that token.
  * The optimiser is AdamW with PyTorch's update rule (decoupled weight decay).
  *
  * Results are deterministic for a given seed, thread count and SIMD variant.
@@ -39,7 +44,18 @@ extern "C" {
 typedef enum sym_router_objective {
     SYM_ROUTER_DOMAIN = 0,
     SYM_ROUTER_DISTILL,
+    SYM_ROUTER_DISTILL_TOPK,
 } sym_router_objective;
+
+/* The objective's name in configs and on the command line ("classify", "distill",
+ * "distill-topk"), or NULL for a value outside the enum. */
+const char *sym_router_objective_name(sym_router_objective objective);
+
+/* Sets *objective from its name; returns 0 when name is not one. */
+int sym_router_objective_parse(const char *name, sym_router_objective *objective);
+
+/* Nonzero for the objectives that need every expert's output (the distillation ones). */
+int sym_router_objective_uses_experts(sym_router_objective objective);
 
 /* How W is initialised before the first step. */
 typedef enum sym_router_gate_mode {

@@ -72,7 +72,7 @@ static void print_help(void)
            "      --calibration-tokens N  calibration tokens in all, split equally between\n"
            "                              the experts' domains (0: no alignment, no router\n"
            "                              training)\n"
-           "      --router-objective OBJ  distill (default) or classify\n"
+           "      --router-objective OBJ  distill (default), distill-topk or classify\n"
            "      --router-steps N        optimiser steps per router\n"
            "      --router-lr X           router learning rate\n"
            "      --seed N                seed of the random router rows\n"
@@ -265,13 +265,10 @@ static int apply_overrides(const merge_args *a, sym_merge_config *cfg)
         cfg->router.steps = a->router_steps;
     if (a->router_lr > 0)
         cfg->router.learning_rate = a->router_lr;
-    if (a->router_objective != NULL && strcmp(a->router_objective, "distill") == 0)
-        cfg->router.objective = SYM_ROUTER_DISTILL;
-    else if (a->router_objective != NULL && strcmp(a->router_objective, "classify") == 0)
-        cfg->router.objective = SYM_ROUTER_DOMAIN;
-    else if (a->router_objective != NULL)
-        return cli_usage_error("merge", "--router-objective '%s' is not distill or classify",
-                               a->router_objective);
+    if (a->router_objective != NULL &&
+        !sym_router_objective_parse(a->router_objective, &cfg->router.objective))
+        return cli_usage_error("merge", "--router-objective '%s' is not distill, "
+                               "distill-topk or classify", a->router_objective);
     if (a->cache_dtype != NULL && strcmp(a->cache_dtype, "f32") == 0)
         cfg->cache_dtype = SYM_HCACHE_F32;
     else if (a->cache_dtype != NULL && strcmp(a->cache_dtype, "bf16") == 0)

@@ -20,7 +20,7 @@ static void print_help(void)
            "which reproduce its routers byte for byte.\n"
            "\n"
            "Options:\n"
-           "      --router-objective OBJ  distill or classify\n"
+           "      --router-objective OBJ  distill, distill-topk or classify\n"
            "      --router-steps N        optimiser steps per router\n"
            "      --router-lr X           router learning rate\n"
            "      --seed S                seed of the held-out split, batches and random rows\n"
@@ -40,13 +40,9 @@ static int parse_option(int opt, const char *value, sym_retrain_options *o)
     switch (opt) {
     case OPT_OBJECTIVE:
         o->has_objective = true;
-        if (strcmp(value, "distill") == 0)
-            o->objective = SYM_ROUTER_DISTILL;
-        else if (strcmp(value, "classify") == 0)
-            o->objective = SYM_ROUTER_DOMAIN;
-        else
-            return cli_usage_error("retrain-router", "--router-objective '%s' is not distill "
-                                   "or classify", value);
+        if (!sym_router_objective_parse(value, &o->objective))
+            return cli_usage_error("retrain-router", "--router-objective '%s' is not distill, "
+                                   "distill-topk or classify", value);
         return 0;
     case OPT_STEPS:
         if (!cli_parse_int(value, 0, 100000000, &v))
