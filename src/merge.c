@@ -366,12 +366,14 @@ static sym_status build_fingerprint(merge_run *run, sym_error *err)
     json_object_set_new(settings, "dtype", json_string(sym_dtype_name(cfg->dtype)));
     json_object_set_new(settings, "seed", json_integer((json_int_t)cfg->seed));
     json_object_set_new(settings, "calibration_tokens", json_integer(cfg->calibration_tokens));
-    json_object_set_new(settings, "router", json_pack("{s:i, s:I, s:f, s:I, s:f}", "objective",
-                                                      (int)cfg->router.objective, "steps",
-                                                      (json_int_t)cfg->router.steps, "lr",
-                                                      cfg->router.learning_rate, "batch",
+    json_object_set_new(settings, "router", json_pack("{s:i, s:I, s:f, s:I, s:f, s:i}",
+                                                      "objective", (int)cfg->router.objective,
+                                                      "steps", (json_int_t)cfg->router.steps,
+                                                      "lr", cfg->router.learning_rate, "batch",
                                                       (json_int_t)cfg->router.batch_size,
-                                                      "balance", cfg->router.balance_weight));
+                                                      "balance", cfg->router.balance_weight,
+                                                      "domain_weights",
+                                                      (int)cfg->router.domain_weights));
     json_object_set_new(settings, "cache_dtype", json_integer((json_int_t)cfg->cache_dtype));
     json_object_set_new(settings, "shard_size", json_integer((json_int_t)run->opts->shard_size));
     json_object_set_new(settings, "threads", json_integer(run->opts->threads));

@@ -296,6 +296,11 @@ static void count_flops(const sym_merge_config *cfg, const sym_model_config *c,
     if (sym_router_objective_uses_experts(cfg->router.objective))
         per_token += n * ffn;
     plan->flops_router = tokens > 0 ? L * (double)cfg->router.steps * batch * per_token : 0;
+    /* Logit-lens domain weights: two states per sampled token (at most 1024 per domain)
+     * against the whole lm_head, at every layer. */
+    double sampled = T / n < 1024 ? T : 1024 * n;
+    if (tokens > 0 && cfg->router.domain_weights == SYM_DOMAIN_WEIGHTS_LENS)
+        plan->flops_router += L * 2 * sampled * 2 * (double)c->vocab_size * d;
     plan->flops_total = plan->flops_source_forward + plan->flops_merged_forward +
                         plan->flops_correlation + plan->flops_assignment + plan->flops_router;
 }

@@ -32,7 +32,8 @@ static const char *const symphony_keys[] = {"anchor", "calibration_tokens", "seq
                                             "attention", "weights", "rope", "router", "seed",
                                             "cache_dtype", NULL};
 static const char *const router_keys[] = {"init", "objective", "steps", "learning_rate",
-                                          "balance_weight", "batch_size", NULL};
+                                          "balance_weight", "batch_size", "domain_weights",
+                                          NULL};
 
 static bool in_list(const char *const *list, const char *key)
 {
@@ -318,6 +319,7 @@ static sym_status read_router(cfg_reader *r, yaml_node_t *node, sym_router_cfg *
 {
     static const char *const inits[] = {"gate_mode", "zero", NULL};
     static const char *const objectives[] = {"classify", "distill", "distill-topk", NULL};
+    static const char *const domain_weights[] = {"lens", "uniform", NULL};
     sym_status s = expect_mapping(r, node, "'symphony.router'");
     FOR_EACH_PAIR(node, pair) {
         const char *key;
@@ -339,6 +341,9 @@ static sym_status read_router(cfg_reader *r, yaml_node_t *node, sym_router_cfg *
             s = read_int(r, v, "symphony.router.steps", 0, 100000000, &router->steps);
         } else if (strcmp(key, "learning_rate") == 0) {
             s = read_double(r, v, "symphony.router.learning_rate", 0.0, &router->learning_rate);
+        } else if (strcmp(key, "domain_weights") == 0) {
+            s = read_choice(r, v, "symphony.router.domain_weights", domain_weights, &choice);
+            router->domain_weights = (sym_domain_weights)choice;
         } else if (strcmp(key, "batch_size") == 0) {
             s = read_int(r, v, "symphony.router.batch_size", 1, 1 << 24, &router->batch_size);
         } else {

@@ -595,11 +595,12 @@ sym_status sym_pipeline_expert_cache(const sym_merge_config *cfg, const sym_merg
 sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
                                      const sym_merged_layer *w, const float *x,
                                      const float *y, const uint32_t *labels, size_t tokens,
-                                     int threads, float *router, sym_router_report *report,
-                                     sym_error *err)
+                                     const double *label_weights, int threads, float *router,
+                                     sym_router_report *report, sym_error *err)
 {
     sym_router_config rc;
     sym_pipeline_router_config(cfg, layer, w->hidden, threads, &rc);
+    rc.label_weights = label_weights;
     size_t batch = rc.batch_size < tokens ? rc.batch_size : tokens;
     expert_context ec = {w, x, y == NULL ? malloc(batch * w->hidden * sizeof(float) + 1) : NULL};
     float *init = malloc(w->experts * w->hidden * sizeof *init);
@@ -625,7 +626,8 @@ sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
     return s;
 }
 
-json_t *sym_pipeline_router_json(const sym_router_report *r, size_t experts)
+json_t *sym_pipeline_router_json(const sym_router_report *r, size_t experts,
+                                 const double *label_weights)
 {
     json_t *load = json_array();
     for (size_t e = 0; e < experts; e++)
@@ -638,7 +640,34 @@ json_t *sym_pipeline_router_json(const sym_router_report *r, size_t experts)
     json_object_set_new(j, "holdout_loss",
                         isnan(r->holdout_loss) ? json_null() : json_real(r->holdout_loss));
     json_object_set_new(j, "expert_load", load);
+    if (label_weights != NULL) {
+        json_t *weights = json_array();
+        for (size_t e = 0; e < experts; e++)
+            json_array_append_new(weights, json_real(label_weights[e]));
+        json_object_set_new(j, "domain_weights", weights);
+    }
     return j;
+}
+
+/* Domain weights of layer l's router loss; p->hm holds the residual after the attention. */
+static sym_status lens_weights(sym_pipeline *p, const float *y, double *weights,
+                               sym_error *err)
+{
+    sym_lens_input in = {
+        .sources = p->setup.sources,
+        .layer = &p->layer,
+        .h = p->hm,
+        .x = p->x,
+        .y = y,
+        .labels = p->calib.labels,
+        .per_domain = p->calib.per_domain,
+        .tokens = p->tokens,
+        .seq_len = p->calib.seq_len,
+        .experts = p->n_experts,
+        .hidden = p->hidden,
+        .eps = p->attn.eps,
+    };
+    return sym_lens_domain_weights(&in, weights, err);
 }
 
 static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_error *err)
@@ -660,13 +689,18 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
     double t1 = now_s();
     sym_router_report rr;
     float *y = NULL;
+    double weights[SYM_MAX_SOURCES];
+    bool lens = p->cfg->router.domain_weights == SYM_DOMAIN_WEIGHTS_LENS;
     if (s == SYM_OK)
         s = sym_pipeline_expert_cache(p->cfg, &p->layer, p->x, p->tokens, &y, err);
+    if (s == SYM_OK && lens)
+        s = lens_weights(p, y, weights, err);
     if (y != NULL)
         free_merged_experts(&p->layer);
     if (s == SYM_OK)
         s = sym_pipeline_train_router(p->cfg, l, &p->layer, p->x, y, p->calib.labels,
-                                      p->tokens, p->setup.opts->threads, p->router, &rr, err);
+                                      p->tokens, lens ? weights : NULL,
+                                      p->setup.opts->threads, p->router, &rr, err);
     if (s == SYM_OK)
         s = round_to_dtype(p->router, p->n_experts * p->hidden, p->cfg->dtype, err);
     double t2 = now_s();
@@ -678,7 +712,8 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
     free(y);
     free_merged_experts(&p->layer);
     if (s == SYM_OK)
-        json_object_set_new(report, "router", sym_pipeline_router_json(&rr, p->n_experts));
+        json_object_set_new(report, "router",
+                            sym_pipeline_router_json(&rr, p->n_experts, lens ? weights : NULL));
     p->state.router = p->router;
     p->seconds[STAGE_MERGED] += (t1 - t0) + (now_s() - t2);
     p->seconds[STAGE_ROUTER] += t2 - t1;

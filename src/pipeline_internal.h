@@ -77,6 +77,24 @@ sym_status sym_merged_experts_all(const sym_merged_layer *w, const float *x, siz
 void sym_merged_mix(const sym_merged_layer *w, const float *router, size_t top_k,
                     const float *x, const float *y, size_t tokens, float *h);
 
+/* What the logit-lens domain weights (pipeline_lens.c) read at one layer. */
+typedef struct sym_lens_input {
+    const sym_merge_sources *sources; /* produces the final norm and lm_head */
+    const sym_merged_layer *layer;    /* the experts, used when y is NULL */
+    const float *h;                   /* [tokens, hidden] residual after the attention */
+    const float *x;                   /* [tokens, hidden] FFN inputs */
+    const float *y;                   /* [tokens, experts, hidden] expert outputs, or NULL */
+    const uint32_t *labels;           /* [tokens] domain of every token */
+    const size_t *per_domain;         /* [experts] calibration tokens of every domain */
+    size_t tokens, seq_len, experts, hidden;
+    float eps; /* RMSNorm epsilon of the final norm */
+} sym_lens_input;
+
+/* Computes weights [experts]: each domain's mean KL divergence between the logit-lens
+ * predictions with its own expert's output and with the mean of all experts' outputs,
+ * scaled so that the mean weight over the calibration tokens is 1. */
+sym_status sym_lens_domain_weights(const sym_lens_input *in, double *weights, sym_error *err);
+
 typedef struct sym_pipeline sym_pipeline;
 
 /* What the pipeline needs from the merge driver. */
@@ -108,13 +126,13 @@ void sym_pipeline_free(sym_pipeline *pipe);
 
 /* Trains router `layer` on router inputs x [tokens, hidden] with domain labels, the
  * distillation targets coming from the merged layer's experts; writes router
- * [experts, hidden]. y: the experts' outputs on x from sym_merged_experts_all, or NULL
+ * [experts, hidden]. label_weights: [experts] weight of each domain's tokens, or NULL. y: the experts' outputs on x from sym_merged_experts_all, or NULL
  * to compute them per training batch. Used by the merge and by retrain-router. */
 sym_status sym_pipeline_train_router(const sym_merge_config *cfg, int layer,
                                      const sym_merged_layer *w, const float *x,
                                      const float *y, const uint32_t *labels, size_t tokens,
-                                     int threads, float *router, sym_router_report *report,
-                                     sym_error *err);
+                                     const double *label_weights, int threads, float *router,
+                                     sym_router_report *report, sym_error *err);
 
 /* Allocates and fills *y with sym_merged_experts_all when the distillation objective
  * needs expert outputs and they fit in SYM_EXPERT_CACHE_BYTES; else sets *y to NULL.
@@ -123,8 +141,10 @@ sym_status sym_pipeline_expert_cache(const sym_merge_config *cfg, const sym_merg
                                      const float *x, size_t tokens, float **y,
                                      sym_error *err);
 
-/* Returns the merge report's entry for a trained router (a new reference). */
-json_t *sym_pipeline_router_json(const sym_router_report *report, size_t experts);
+/* Returns the merge report's entry for a trained router (a new reference), with the
+ * domain weights of its loss unless label_weights is NULL. */
+json_t *sym_pipeline_router_json(const sym_router_report *report, size_t experts,
+                                 const double *label_weights);
 
 /* Writes what retrain-router needs besides the x-<l>.hc router inputs into work_dir:
  * labels.hc (every calibration token's domain, [tokens, 1] f32) and router-setup.json

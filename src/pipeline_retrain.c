@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,8 @@ sym_status sym_pipeline_write_router_setup(const sym_merge_config *cfg, int thre
                           "dtype", (json_int_t)cfg->dtype, "cache_dtype",
                           (json_int_t)cfg->cache_dtype, "seed", (json_int_t)cfg->seed,
                           "threads", threads > 0 ? threads : 1);
+    if (j != NULL)
+        json_object_set_new(j, "domain_weights", json_integer(r->domain_weights));
     if (j == NULL)
         return sym_error_set(err, SYM_ERR_NOMEM, "calibration: out of memory");
     s = sym_write_json_file(j, work_dir, SETUP_NAME, err);
@@ -149,6 +152,12 @@ static sym_status load_setup(retrain *rt, sym_error *err)
         s = get_real(j, path, "learning_rate", &rt->cfg.router.learning_rate, err);
     if (s == SYM_OK)
         s = get_real(j, path, "balance_weight", &rt->cfg.router.balance_weight, err);
+    /* Work directories written before domain weights existed trained with uniform ones. */
+    int64_t weights = SYM_DOMAIN_WEIGHTS_UNIFORM;
+    if (s == SYM_OK && json_object_get(j, "domain_weights") != NULL)
+        s = get_int(j, path, "domain_weights", SYM_DOMAIN_WEIGHTS_LENS,
+                    SYM_DOMAIN_WEIGHTS_UNIFORM, &weights, err);
+    rt->cfg.router.domain_weights = (sym_domain_weights)weights;
     json_decref(j);
     rt->cfg.n_experts = (size_t)v[0];
     rt->hidden = (size_t)v[1];
@@ -175,6 +184,9 @@ static void apply_options(retrain *rt, const sym_retrain_options *o)
         rt->cfg.router.learning_rate = o->lr;
     if (o->has_seed)
         rt->cfg.seed = o->seed;
+    if (o->has_uniform_weights)
+        rt->cfg.router.domain_weights = o->uniform_weights ? SYM_DOMAIN_WEIGHTS_UNIFORM
+                                                           : SYM_DOMAIN_WEIGHTS_LENS;
     if (o->threads > 0)
         rt->threads = o->threads;
 }
@@ -277,6 +289,35 @@ static sym_status stage_router(retrain *rt, int l, sym_error *err)
     return s;
 }
 
+/* Reads the domain weights the merge recorded for router l in layer-<l>.json. */
+static sym_status read_domain_weights(const retrain *rt, int l, double *weights,
+                                      sym_error *err)
+{
+    char path[PATH_MAX], name[32];
+    snprintf(name, sizeof name, "layer-%d.json", l);
+    sym_status s = join_path(path, rt->work, name, err);
+    if (s != SYM_OK)
+        return s;
+    json_error_t jerr;
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (j == NULL)
+        return sym_error_set(err, SYM_ERR_FORMAT, "%s: cannot read: %s", path, jerr.text);
+    json_t *array = json_object_get(json_object_get(j, "router"), "domain_weights");
+    if (json_array_size(array) != rt->cfg.n_experts)
+        s = sym_error_set(err, SYM_ERR_FORMAT, "%s: router.domain_weights is missing or does "
+                          "not have %zu entries; retrain with --router-domain-weights uniform "
+                          "or rerun the merge", path, rt->cfg.n_experts);
+    for (size_t e = 0; e < rt->cfg.n_experts && s == SYM_OK; e++) {
+        json_t *v = json_array_get(array, e);
+        weights[e] = json_number_value(v);
+        if (!json_is_number(v) || !(weights[e] >= 0.0) || !isfinite(weights[e]))
+            s = sym_error_set(err, SYM_ERR_FORMAT, "%s: router.domain_weights[%zu] is not a "
+                              "finite number >= 0", path, e);
+    }
+    json_decref(j);
+    return s;
+}
+
 static sym_status train_layer(retrain *rt, int l, const sym_retrain_options *o,
                               sym_error *err)
 {
@@ -289,17 +330,23 @@ static sym_status train_layer(retrain *rt, int l, const sym_retrain_options *o,
         s = load_experts(rt, l, err);
     sym_router_report report;
     float *y = NULL;
+    double weights[SYM_MAX_SOURCES];
+    bool lens = rt->cfg.router.domain_weights == SYM_DOMAIN_WEIGHTS_LENS;
+    if (s == SYM_OK && lens)
+        s = read_domain_weights(rt, l, weights, err);
     if (s == SYM_OK)
         s = sym_pipeline_expert_cache(&rt->cfg, &rt->layer, rt->x, rt->tokens, &y, err);
     if (s == SYM_OK)
         s = sym_pipeline_train_router(&rt->cfg, l, &rt->layer, rt->x, y, rt->labels,
-                                      rt->tokens, rt->threads, rt->router, &report, err);
+                                      rt->tokens, lens ? weights : NULL, rt->threads,
+                                      rt->router, &report, err);
     free(y);
     if (s == SYM_OK)
         s = stage_router(rt, l, err);
     if (s == SYM_OK) {
-        json_array_append_new(rt->reports, sym_pipeline_router_json(&report,
-                                                                    rt->cfg.n_experts));
+        json_array_append_new(rt->reports,
+                              sym_pipeline_router_json(&report, rt->cfg.n_experts,
+                                                       lens ? weights : NULL));
         if (o->layer_done != NULL)
             o->layer_done(o->context, l, rt->n_layers, &report);
     }

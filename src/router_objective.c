@@ -73,6 +73,11 @@ sym_status router_check(const sym_router_config *c, const sym_router_data *data,
     if (c->threads < 1 || c->threads > SYM_ROUTER_MAX_THREADS)
         return sym_error_set(err, SYM_ERR_INVALID, "router: %u threads; expected 1 to %d",
                              c->threads, SYM_ROUTER_MAX_THREADS);
+    for (size_t e = 0; c->label_weights != NULL && e < c->experts; e++) {
+        if (!(c->label_weights[e] >= 0.0) || !isfinite(c->label_weights[e]))
+            return sym_error_set(err, SYM_ERR_INVALID, "router: weight %g of label %zu; "
+                                 "expected finite, >= 0", c->label_weights[e], e);
+    }
     if (!(c->balance >= 0.0) || !isfinite(c->balance))
         return sym_error_set(err, SYM_ERR_INVALID,
                              "router: load-balancing coefficient %g; expected finite, >= 0",
@@ -196,10 +201,12 @@ static void forward_token(forward_job *job, size_t j, router_stats *stats)
     uint32_t token = job->tokens[j];
     uint32_t label = ws->data->labels[token];
     float *z = ws->logits + j * n;
+    const double *lw = ws->config->label_weights;
+    double weight = lw != NULL ? lw[label] : 1.0;
 
     ws->router_kernels->logits(z, job->w, ws->data->x + (size_t)token * h, 1, n, h);
     float lse = ws->kernels->logsumexp(z, n);
-    stats->cross_entropy_sum += (double)lse - (double)z[label];
+    stats->cross_entropy_sum += weight * ((double)lse - (double)z[label]);
     ws->kernels->softmax(z, z, n);
 
     uint32_t order[SYM_ROUTER_MAX_EXPERTS] = {0};
@@ -215,8 +222,11 @@ static void forward_token(forward_job *job, size_t j, router_stats *stats)
         keep_top_k(z, n, order, ws->config->top_k);
     if (sym_router_objective_uses_experts(ws->config->objective)) {
         const float *y = ws->expert_out + j * n * h;
-        stats->distill_sum += ws->router_kernels->distill_token(ws->dprobs + j * n, z, y,
-                                                                y + label * h, n, h);
+        float *dp = ws->dprobs + j * n;
+        double loss = ws->router_kernels->distill_token(dp, z, y, y + label * h, n, h);
+        stats->distill_sum += weight * loss;
+        for (size_t e = 0; lw != NULL && e < n; e++)
+            dp[e] = (float)(weight * (double)dp[e]);
     }
     stats->count++;
 }
@@ -311,12 +321,15 @@ static void backward_token(backward_job *job, size_t j)
         return;
     }
 
-    /* Cross-entropy: (p - onehot(label)) / count; the balance term through the softmax. */
+    /* Cross-entropy: weight (p - onehot(label)) / count; the balance term through the
+     * softmax. */
     softmax_backward(dz, p, job->balance_grad, n);
     uint32_t label = ws->data->labels[job->tokens[j]];
+    const double *lw = ws->config->label_weights;
+    double scale = (lw != NULL ? lw[label] : 1.0) * inv_count;
     for (size_t e = 0; e < n; e++) {
         double onehot = e == label ? 1.0 : 0.0;
-        dz[e] = (float)((double)dz[e] + ((double)p[e] - onehot) * inv_count);
+        dz[e] = (float)((double)dz[e] + ((double)p[e] - onehot) * scale);
     }
 }
 

@@ -101,6 +101,10 @@ for objective in classify distill-topk; do
     routers_only_changed $objective || fail=1
 done
 
+"$BIN" retrain-router -q --router-objective distill --router-domain-weights uniform \
+    "$tmp/out" || { echo "retrain-router --router-domain-weights uniform failed"; exit 1; }
+routers_only_changed distill || fail=1
+
 # Back to the merge's settings: the routers are the merge's again.
 "$BIN" retrain-router -q --router-objective distill "$tmp/out" ||
     { echo "retraining back to distill failed"; exit 1; }

@@ -17,6 +17,8 @@
 static float x[TOKENS * HIDDEN];
 static float y[TOKENS * EXPERTS * HIDDEN];
 static uint32_t labels[TOKENS];
+/* Label weights for the weighted cases: unequal, and one label weighted 0. */
+static const double label_weights[EXPERTS] = {0.5, 1.75, 0.0, 1.25};
 static const uint32_t batch[BATCH] = {3, 0, 17, 5, 9, 11, 2, 19, 8, 14, 6, 12};
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;
@@ -63,7 +65,8 @@ static void top_k_weights(double *p)
 }
 
 /* The objective written out in double precision from its definition. */
-static double reference_loss(const double *w, sym_router_objective objective, double balance)
+static double reference_loss(const double *w, sym_router_objective objective, double balance,
+                             const double *weights)
 {
     double ce = 0.0, distill = 0.0, prob_mean[EXPERTS] = {0}, top1_frac[EXPERTS] = {0};
     for (int j = 0; j < BATCH; j++) {
@@ -75,7 +78,8 @@ static double reference_loss(const double *w, sym_router_objective objective, do
                 z[e] += w[e * HIDDEN + i] * (double)x[t * HIDDEN + i];
         }
         softmax_f64(p, z, EXPERTS);
-        ce -= log(p[labels[t]]);
+        double weight = weights != NULL ? weights[labels[t]] : 1.0;
+        ce -= weight * log(p[labels[t]]);
         int best = 0;
         for (int e = 0; e < EXPERTS; e++) {
             prob_mean[e] += p[e] / BATCH;
@@ -91,7 +95,7 @@ static double reference_loss(const double *w, sym_router_objective objective, do
             for (int e = 0; e < EXPERTS; e++)
                 mix += p[e] * (double)yt[e * HIDDEN + i];
             double r = mix - (double)yt[labels[t] * HIDDEN + i];
-            distill += r * r;
+            distill += weight * r * r;
         }
     }
     if (objective != SYM_ROUTER_DOMAIN)
@@ -103,12 +107,13 @@ static double reference_loss(const double *w, sym_router_objective objective, do
 }
 
 static void check_case(sym_router_objective objective, sym_simd_variant variant,
-                       unsigned threads)
+                       unsigned threads, const double *weights)
 {
     sym_router_config c;
     sym_router_config_init(&c, EXPERTS, HIDDEN);
     c.objective = objective;
     c.top_k = TOP_K;
+    c.label_weights = weights;
     c.balance = 0.5;
     c.threads = threads;
     c.variant = variant;
@@ -128,8 +133,10 @@ static void check_case(sym_router_objective objective, sym_simd_variant variant,
     sym_status status = sym_router_objective_eval(&c, &data, w, batch, BATCH, &loss, grad,
                                                   &err);
     CHECKF(status == SYM_OK, "eval failed: %s", err.message);
-    double want = reference_loss(wd, objective, c.balance);
-    const char *name = sym_router_objective_name(objective);
+    double want = reference_loss(wd, objective, c.balance, weights);
+    char name[64];
+    snprintf(name, sizeof name, "%s%s", sym_router_objective_name(objective),
+             weights != NULL ? " (label weights)" : "");
     CHECKF(fabs(loss - want) < 1e-5 * fabs(want), "%s %s threads %u loss %.9g vs %.9g", name,
            sym_simd_variant_str(variant), threads, loss, want);
 
@@ -139,9 +146,9 @@ static void check_case(sym_router_objective objective, sym_simd_variant variant,
     for (int i = 0; i < EXPERTS * HIDDEN; i++) {
         double saved = wd[i];
         wd[i] = saved + h;
-        double up = reference_loss(wd, objective, c.balance);
+        double up = reference_loss(wd, objective, c.balance, weights);
         wd[i] = saved - h;
-        double down = reference_loss(wd, objective, c.balance);
+        double down = reference_loss(wd, objective, c.balance, weights);
         wd[i] = saved;
         fd[i] = (up - down) / (2.0 * h);
         max_grad = fabs(fd[i]) > max_grad ? fabs(fd[i]) : max_grad;
@@ -176,9 +183,9 @@ static void check_balance_dominates(void)
     for (int i = 0; i < EXPERTS * HIDDEN; i++) {
         double saved = wd[i];
         wd[i] = saved + h;
-        double up = reference_loss(wd, SYM_ROUTER_DOMAIN, c.balance);
+        double up = reference_loss(wd, SYM_ROUTER_DOMAIN, c.balance, NULL);
         wd[i] = saved - h;
-        double down = reference_loss(wd, SYM_ROUTER_DOMAIN, c.balance);
+        double down = reference_loss(wd, SYM_ROUTER_DOMAIN, c.balance, NULL);
         wd[i] = saved;
         double fd = (up - down) / (2.0 * h);
         CHECKF(fabs((double)grad[i] - fd) < 1e-4 * (1.0 + fabs(fd)),
@@ -221,9 +228,13 @@ int main(void)
             continue;
         }
         for (int ti = 0; ti < 2; ti++) {
-            check_case(SYM_ROUTER_DOMAIN, (sym_simd_variant)v, thread_counts[ti]);
-            check_case(SYM_ROUTER_DISTILL, (sym_simd_variant)v, thread_counts[ti]);
-            check_case(SYM_ROUTER_DISTILL_TOPK, (sym_simd_variant)v, thread_counts[ti]);
+            for (int weighted = 0; weighted < 2; weighted++) {
+                const double *weights = weighted ? label_weights : NULL;
+                check_case(SYM_ROUTER_DOMAIN, (sym_simd_variant)v, thread_counts[ti], weights);
+                check_case(SYM_ROUTER_DISTILL, (sym_simd_variant)v, thread_counts[ti], weights);
+                check_case(SYM_ROUTER_DISTILL_TOPK, (sym_simd_variant)v, thread_counts[ti],
+                           weights);
+            }
         }
     }
     check_balance_dominates();

@@ -40,6 +40,12 @@ typedef enum sym_router_init {
     SYM_ROUTER_INIT_ZERO,      /* all-zero rows: with k = N every token gets 1/N of each */
 } sym_router_init;
 
+/* How each domain's tokens are weighted in the router loss. */
+typedef enum sym_domain_weights {
+    SYM_DOMAIN_WEIGHTS_LENS,    /* by the logit-lens cost of diluting the domain's expert */
+    SYM_DOMAIN_WEIGHTS_UNIFORM, /* every token 1 */
+} sym_domain_weights;
+
 typedef enum sym_attention_mode {
     SYM_ATTENTION_SLERP,  /* SLERP for two sources, multi-SLERP for more */
     SYM_ATTENTION_LINEAR, /* weighted mean */
@@ -70,6 +76,7 @@ typedef struct sym_router_cfg {
     double learning_rate;
     double balance_weight;
     int64_t batch_size; /* tokens per optimiser step */
+    sym_domain_weights domain_weights;
 } sym_router_cfg;
 
 typedef struct sym_merge_config {

@@ -22,8 +22,11 @@ extern "C" {
 
 /* Settings that override the merge's; each applies only when its has_ flag is set. */
 typedef struct sym_retrain_options {
-    bool has_objective, has_steps, has_lr, has_seed;
+    bool has_objective, has_steps, has_lr, has_seed, has_uniform_weights;
     sym_router_objective objective;
+    /* With has_uniform_weights: true weights every token 1, false takes the domain weights
+     * the merge recorded for each layer (see symphony.router.domain_weights). */
+    bool uniform_weights;
     int64_t steps;
     double lr;
     uint64_t seed;

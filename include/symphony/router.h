@@ -19,6 +19,7 @@
  *                       where K is the token's top_k experts by p and w their renormalised
  *                       weights, w = softmax of the logits of K; experts outside K get no
  *                       gradient from that token.
+ * sym_router_config.label_weights scales each token's term by its label's weight.
  * The optimiser is AdamW with PyTorch's update rule (decoupled weight decay).
  *
  * Results are deterministic for a given seed, thread count and SIMD variant.
@@ -85,6 +86,9 @@ typedef struct sym_router_config {
      * the first round(fraction * tokens) of a permutation drawn from the seed. */
     double holdout_fraction;
     double balance; /* coefficient of the load-balancing term (domain objective only) */
+    /* [experts] or NULL: each token's term of the objective (cross-entropy or squared
+     * error) is multiplied by the weight of its label. NULL weights every label 1. */
+    const double *label_weights;
     unsigned threads; /* worker threads, 1..SYM_ROUTER_MAX_THREADS */
     sym_simd_variant variant; /* kernel variant; see use_process_variant */
     int use_process_variant;  /* nonzero: take sym_kernels_select's variant instead */

@@ -73,6 +73,10 @@ static void print_help(void)
            "                              the experts' domains (0: no alignment, no router\n"
            "                              training)\n"
            "      --router-objective OBJ  distill (default), distill-topk or classify\n"
+           "      --router-domain-weights W\n"
+           "                              lens (default: each domain's loss weighted by\n"
+           "                              what diluting its expert costs its predictions)\n"
+           "                              or uniform\n"
            "      --router-steps N        optimiser steps per router\n"
            "      --router-lr X           router learning rate\n"
            "      --seed N                seed of the random router rows\n"
@@ -104,6 +108,7 @@ typedef struct merge_args {
     long long router_steps;
     double router_lr;
     const char *router_objective;
+    const char *router_domain_weights;
     const char *cache_dtype;
     long long seed;
     const char *dtype;
@@ -123,6 +128,7 @@ enum {
     OPT_FORCE,
     OPT_RESTART,
     OPT_ROUTER_OBJECTIVE,
+    OPT_ROUTER_DOMAIN_WEIGHTS,
     OPT_ROUTER_STEPS,
     OPT_ROUTER_LR,
     OPT_CACHE_DTYPE,
@@ -162,6 +168,9 @@ static int parse_option(int opt, const char *value, merge_args *a)
     }
     case OPT_ROUTER_OBJECTIVE:
         a->router_objective = value;
+        return 0;
+    case OPT_ROUTER_DOMAIN_WEIGHTS:
+        a->router_domain_weights = value;
         return 0;
     case OPT_ROUTER_STEPS:
         if (!cli_parse_int(value, 0, 100000000, &a->router_steps))
@@ -207,6 +216,7 @@ static int parse_args(int argc, char **argv, merge_args *a)
         {"shard-size", required_argument, NULL, OPT_SHARD},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"router-objective", required_argument, NULL, OPT_ROUTER_OBJECTIVE},
+        {"router-domain-weights", required_argument, NULL, OPT_ROUTER_DOMAIN_WEIGHTS},
         {"router-steps", required_argument, NULL, OPT_ROUTER_STEPS},
         {"router-lr", required_argument, NULL, OPT_ROUTER_LR},
         {"cache-dtype", required_argument, NULL, OPT_CACHE_DTYPE},
@@ -269,6 +279,14 @@ static int apply_overrides(const merge_args *a, sym_merge_config *cfg)
         !sym_router_objective_parse(a->router_objective, &cfg->router.objective))
         return cli_usage_error("merge", "--router-objective '%s' is not distill, "
                                "distill-topk or classify", a->router_objective);
+    if (a->router_domain_weights != NULL && strcmp(a->router_domain_weights, "lens") == 0)
+        cfg->router.domain_weights = SYM_DOMAIN_WEIGHTS_LENS;
+    else if (a->router_domain_weights != NULL &&
+             strcmp(a->router_domain_weights, "uniform") == 0)
+        cfg->router.domain_weights = SYM_DOMAIN_WEIGHTS_UNIFORM;
+    else if (a->router_domain_weights != NULL)
+        return cli_usage_error("merge", "--router-domain-weights '%s' is not lens or uniform",
+                               a->router_domain_weights);
     if (a->cache_dtype != NULL && strcmp(a->cache_dtype, "f32") == 0)
         cfg->cache_dtype = SYM_HCACHE_F32;
     else if (a->cache_dtype != NULL && strcmp(a->cache_dtype, "bf16") == 0)

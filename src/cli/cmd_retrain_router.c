@@ -23,6 +23,9 @@ static void print_help(void)
            "      --router-objective OBJ  distill, distill-topk or classify\n"
            "      --router-steps N        optimiser steps per router\n"
            "      --router-lr X           router learning rate\n"
+           "      --router-domain-weights W\n"
+           "                              lens (the weights the merge recorded per layer)\n"
+           "                              or uniform\n"
            "      --seed S                seed of the held-out split, batches and random rows\n"
            "      --threads N             worker threads (default: the merge's)\n"
            "  -q, --quiet                 print errors only\n"
@@ -32,7 +35,7 @@ static void print_help(void)
            "2 usage error.\n");
 }
 
-enum { OPT_OBJECTIVE = 256, OPT_STEPS, OPT_LR, OPT_SEED, OPT_THREADS };
+enum { OPT_OBJECTIVE = 256, OPT_DOMAIN_WEIGHTS, OPT_STEPS, OPT_LR, OPT_SEED, OPT_THREADS };
 
 static int parse_option(int opt, const char *value, sym_retrain_options *o)
 {
@@ -43,6 +46,16 @@ static int parse_option(int opt, const char *value, sym_retrain_options *o)
         if (!sym_router_objective_parse(value, &o->objective))
             return cli_usage_error("retrain-router", "--router-objective '%s' is not distill, "
                                    "distill-topk or classify", value);
+        return 0;
+    case OPT_DOMAIN_WEIGHTS:
+        o->has_uniform_weights = true;
+        if (strcmp(value, "uniform") == 0)
+            o->uniform_weights = true;
+        else if (strcmp(value, "lens") == 0)
+            o->uniform_weights = false;
+        else
+            return cli_usage_error("retrain-router", "--router-domain-weights '%s' is not "
+                                   "lens or uniform", value);
         return 0;
     case OPT_STEPS:
         if (!cli_parse_int(value, 0, 100000000, &v))
@@ -79,6 +92,7 @@ static int parse_args(int argc, char **argv, sym_retrain_options *o)
 {
     static const struct option options[] = {
         {"router-objective", required_argument, NULL, OPT_OBJECTIVE},
+        {"router-domain-weights", required_argument, NULL, OPT_DOMAIN_WEIGHTS},
         {"router-steps", required_argument, NULL, OPT_STEPS},
         {"router-lr", required_argument, NULL, OPT_LR},
         {"seed", required_argument, NULL, OPT_SEED},
