@@ -90,9 +90,9 @@ typedef struct sym_lens_input {
     float eps; /* RMSNorm epsilon of the final norm */
 } sym_lens_input;
 
-/* Computes weights [experts]: each domain's mean KL divergence between the logit-lens
- * predictions with its own expert's output and with the mean of all experts' outputs,
- * scaled so that the mean weight over the calibration tokens is 1. */
+/* Computes weights [experts]: each domain's mean square root of the KL divergence between
+ * the logit-lens predictions with its own expert's output and with the mean of all
+ * experts' outputs, scaled so that the mean weight over the calibration tokens is 1. */
 sym_status sym_lens_domain_weights(const sym_lens_input *in, double *weights, sym_error *err);
 
 typedef struct sym_pipeline sym_pipeline;

@@ -7,10 +7,12 @@
  * about as well. For each domain d this file estimates that cost at layer l as the mean
  * over sampled tokens of
  *
- *     KL( lens(h + y_d) || lens(h + mean_e y_e) ),
+ *     sqrt( KL( lens(h + y_d) || lens(h + mean_e y_e) ) ),
  *     lens(v) = softmax(lm_head(final_norm(v))),
  *
  * where h is the residual stream after the layer's attention and y_e expert e's output.
+ * The KL divergence is second order in the change of the logits, while a token's
+ * log-likelihood changes to first order, so its square root is the scale of that change.
  * The weights are these means scaled so that their mean over all calibration tokens is
  * 1. Only the final norm and lm_head are read, in row blocks, and nothing is
  * backpropagated through the model. */
@@ -202,15 +204,15 @@ static sym_status sample_outputs(const sym_lens_input *in, const uint32_t *picks
     return s;
 }
 
-/* Scales the domains' mean KL to weights whose mean over all calibration tokens is 1.
+/* Scales the domains' mean costs to weights whose mean over all calibration tokens is 1.
  * Every weight is 1 when no domain's predictions change (identical experts). */
-static void normalise(const sym_lens_input *in, const double *kl_sum, const size_t *picked,
+static void normalise(const sym_lens_input *in, const double *cost_sum, const size_t *picked,
                       double *weights)
 {
     double mean[SYM_MAX_SOURCES], total = 0.0;
     size_t tokens = 0;
     for (size_t d = 0; d < in->experts; d++) {
-        mean[d] = picked[d] > 0 ? kl_sum[d] / (double)picked[d] : 0.0;
+        mean[d] = picked[d] > 0 ? cost_sum[d] / (double)picked[d] : 0.0;
         total += mean[d] * (double)in->per_domain[d];
         tokens += in->per_domain[d];
     }
@@ -255,14 +257,14 @@ sym_status sym_lens_domain_weights(const sym_lens_input *in, double *weights, sy
             flush_block(&st);
     }
     if (s == SYM_OK) {
-        double kl_sum[SYM_MAX_SOURCES] = {0};
+        double cost_sum[SYM_MAX_SOURCES] = {0};
         size_t picked[SYM_MAX_SOURCES] = {0};
         for (size_t i = 0; i < st.samples; i++) {
             uint32_t label = in->labels[picks[i]];
-            kl_sum[label] += pair_kl(&st.pairs[i]);
+            cost_sum[label] += sqrt(pair_kl(&st.pairs[i]));
             picked[label]++;
         }
-        normalise(in, kl_sum, picked, weights);
+        normalise(in, cost_sum, picked, weights);
     }
     free(picks);
     free(y);

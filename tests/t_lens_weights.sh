@@ -3,7 +3,8 @@
 # output and its work caches, equal what the merge recorded for every layer. The residual
 # after each layer's attention is recovered as the state leaving the layer minus the MoE
 # output, so the check shares nothing with the merge's own computation but the rules:
-# which tokens are sampled, and KL(lens(h + y_own) || lens(h + mean of y)) per domain.
+# which tokens are sampled, and the mean of sqrt(KL(lens(h + y_own) || lens(h + mean of y)))
+# per domain.
 set -u
 F=${SYMPHONY_SHARED:-}/fixtures/real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
@@ -112,7 +113,8 @@ for l in range(5):
     mixed = h[picks] + y[picks].mean(axis=1)
     a, b = lens_log_probs(own), lens_log_probs(mixed)
     kl = (np.exp(a) * (a - b)).sum(axis=1)
-    mean = np.array([kl[labels[picks] == d].mean() for d in range(experts)])
+    cost = np.sqrt(np.maximum(kl, 0.0))
+    mean = np.array([cost[labels[picks] == d].mean() for d in range(experts)])
     want = mean * T / (mean * per_domain).sum()
     got = np.array(json.load(open(os.path.join(work, 'layer-%d.json' % l)))
                    ['router']['domain_weights'])
