@@ -9,7 +9,8 @@
 # plot_scale.gp to $BENCH_DIR/*.tsv.
 #
 # Settings (environment): LAYERS ("2 4 8"), LIMIT (4294967296), RESUME_LAYERS (4; it
-# needs the merge of that many layers from LAYERS), TORCH_LAYERS ("2 4"), CALIBRATION
+# needs the merge of that many layers from LAYERS; each resume runs with --resume-check
+# quick and full), TORCH_LAYERS ("2 4"), CALIBRATION
 # (0), THREADS (1), WIDTH (13b, or 7b for Llama 2 7B: hidden 4096, 32 heads, FFN 11008),
 # BENCH_DIR (/tmp/symphony-bench-scale; each WIDTH needs its own), KEEP=1 keeps the
 # checkpoints. THREADS above 1 makes the CPU/run-queue/blocked split meaningless.
@@ -89,7 +90,8 @@ monitored_merge() { # tag layers [monitor options]
     "$py" "$bench/monitor.py" --limit "$limit" --tsv "$dir/$tag.tsv" \
         --journal "$out.partial/.symphony-journal" --events "$dir/$tag.events" "$@" -- \
         "$SYMPHONY_BIN" merge -q --calibration-tokens "$calibration" \
-        --threads "${THREADS:-1}" "$dir/merge$layers.yml" "$out" >"$dir/$tag.summary" || true
+        --threads "${THREADS:-1}" ${merge_options:-} "$dir/merge$layers.yml" "$out" \
+        >"$dir/$tag.summary" || true
 }
 
 log "machine: $(nproc) CPUs, $(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1)," \
@@ -109,19 +111,29 @@ for layers in $layers_list; do
         tee -a "$results"
 done
 
-# Kill at 50% of the output bytes, then resume; compare with the uninterrupted run.
-for layers in $resume_layers; do
-    make_sources "$layers"
-    half=$(awk '{ total += $3 } END { printf "%.0f", total / 2 }' "$dir/merge$layers.events")
-    rm -rf "$dir/out$layers" "$dir/out$layers.partial"
-    monitored_merge "kill$layers" "$layers" --kill-at-bytes "$half"
-    monitored_merge "resume$layers" "$layers"
-    "$py" - "$dir" "$layers" <<'PY' | tee -a "$results"
+# Seconds from a cold page cache to the first test kill point, which comes before the
+# first tensor is written: opening the sources, the plan and the shards, and on a resume
+# the journal and its check. Calibration runs would stop in the pipeline instead.
+startup_seconds() { # layers output [merge options]
+    layers=$1 out=$2
+    shift 2
+    cold
+    start=$(date +%s.%N)
+    SYMPHONY_TEST_KILL_AT=1 "$SYMPHONY_BIN" merge -q --calibration-tokens "$calibration" \
+        --threads "${THREADS:-1}" "$@" "$dir/merge$layers.yml" "$out" >/dev/null 2>&1 || true
+    end=$(date +%s.%N)
+    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }'
+}
+
+report_resume() { # layers mode
+    "$py" - "$dir" "$1" "$2" <<'PY'
 import sys
-d, layers = sys.argv[1], sys.argv[2]
+d, layers, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 def summary(tag):
     return dict(l.split(None, 1) for l in open("%s/%s.summary" % (d, tag)))
-full, kill, resume = summary("merge" + layers), summary("kill" + layers), summary("resume" + layers)
+full = summary("merge" + layers)
+kill = summary("kill" + layers + ("-full" if mode == "full" else ""))
+resume = summary("resume%s-%s" % (layers, mode))
 events = [l.split() for l in open("%s/merge%s.events" % (d, layers))]
 done = float(kill["killed_at_bytes"])
 # Time the uninterrupted run still needed once it had journaled the same bytes.
@@ -133,12 +145,37 @@ for when, name, length in events:
         break
 remaining = float(full["wall_seconds"]) - at
 took = float(resume["wall_seconds"])
-print("== resume after SIGKILL at %.0f%% of the bytes (%d layers): uninterrupted run needed "
-      "%.1f s after that point, the resumed run took %.1f s: overhead %.1f s = %.1f%% of the "
-      "remaining work; resume exit %s" % (100 * done / sum(int(e[2]) for e in events),
-      int(layers), remaining, took, took - remaining, 100 * (took - remaining) / remaining,
-      resume["exit_status"].strip()))
+share = 100 * done / sum(int(e[2]) for e in events)
+print("== resume (--resume-check %s) after SIGKILL at %.0f%% of the bytes (%d layers): "
+      "uninterrupted run needed %.1f s after that point, the resumed run took %.1f s: "
+      "overhead %.1f s = %.1f%% of the remaining work; resume exit %s"
+      % (mode, share, int(layers), remaining, took, took - remaining,
+         100 * (took - remaining) / remaining, resume["exit_status"].strip()))
 PY
+}
+
+# Kill at 50% of the output bytes, then resume; compare with the uninterrupted run. The
+# resume check's own cost is timed apart, in both modes, on the same partial output.
+for layers in $resume_layers; do
+    make_sources "$layers"
+    half=$(awk '{ total += $3 } END { printf "%.0f", total / 2 }' "$dir/merge$layers.events")
+    rm -rf "$dir/out$layers" "$dir/out$layers.partial" "$dir/fresh"
+    monitored_merge "kill$layers" "$layers" --kill-at-bytes "$half"
+    fresh=$(startup_seconds "$layers" "$dir/fresh")
+    rm -rf "$dir/fresh" "$dir/fresh.partial" "$dir/fresh.lock"
+    quick=$(startup_seconds "$layers" "$dir/out$layers" --resume-check quick)
+    full=$(startup_seconds "$layers" "$dir/out$layers" --resume-check full)
+    log "== start-up to the first tensor, cold cache ($layers layers, load average" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)): fresh output ${fresh} s, resume with" \
+        "--resume-check quick ${quick} s, with --resume-check full ${full} s"
+    for mode in quick full; do
+        if [ $mode = full ]; then
+            rm -rf "$dir/out$layers" "$dir/out$layers.partial"
+            monitored_merge "kill$layers-$mode" "$layers" --kill-at-bytes "$half"
+        fi
+        merge_options="--resume-check $mode" monitored_merge "resume$layers-$mode" "$layers"
+        report_resume "$layers" "$mode" | tee -a "$results"
+    done
 done
 
 # The in-memory PyTorch merge, first without a limit, then inside the same cgroup.
