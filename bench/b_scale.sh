@@ -14,6 +14,9 @@
 # (0), THREADS (1), WIDTH (13b, or 7b for Llama 2 7B: hidden 4096, 32 heads, FFN 11008),
 # BENCH_DIR (/tmp/symphony-bench-scale; each WIDTH needs its own), KEEP=1 keeps the
 # checkpoints. THREADS above 1 makes the CPU/run-queue/blocked split meaningless.
+# PERF=1 records each merge with `perf record -F 49` into $BENCH_DIR/TAG.perf.data. With
+# CALIBRATION above 0, sgemm is timed at each shape the pipeline multiplies and
+# bench/calib_efficiency.py compares every stage of the last merge with it.
 # An empty LAYERS, RESUME_LAYERS or TORCH_LAYERS skips that part.
 set -eu
 py=${SYMPHONY_PYTHON:-/usr/bin/python3}
@@ -89,6 +92,7 @@ monitored_merge() { # tag layers [monitor options]
     cold
     "$py" "$bench/monitor.py" --limit "$limit" --tsv "$dir/$tag.tsv" \
         --journal "$out.partial/.symphony-journal" --events "$dir/$tag.events" "$@" -- \
+        ${PERF:+perf record -q -F 49 -o "$dir/$tag.perf.data" --} \
         "$SYMPHONY_BIN" merge -q --calibration-tokens "$calibration" \
         --threads "${THREADS:-1}" ${merge_options:-} "$dir/merge$layers.yml" "$out" \
         >"$dir/$tag.summary" || true
@@ -206,7 +210,31 @@ hidden=${shape#hidden=}
 hidden=${hidden%% *}
 inter=${shape#*intermediate=}
 inter=${inter%% *}
-"$sgemm" 2048 "$hidden" "$inter" "${THREADS:-1}" 2 | tee -a "$results"
+if [ "$calibration" -gt 0 ] && [ -n "$layers_list" ]; then
+    last=$(echo $layers_list | awk '{ print $NF }')
+    report="$dir/out$last/merge-report.json"
+    seq=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["sequence_length"])' \
+        "$report")
+    # Tokens per multiplication of a source's forward pass, as sym_pipeline_forward_sequences
+    # chooses them.
+    forward=$((seq >= 512 ? seq : 512 / seq * seq))
+    log "== sgemm at the calibration shapes, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$sgemm" "$forward" "$hidden" "$inter" "${THREADS:-1}" 2 |
+        tee "$dir/sgemm-$forward.txt" | tee -a "$results"
+    "$sgemm" 1024 "$hidden" "$inter" "${THREADS:-1}" 2 correlation |
+        tee "$dir/sgemm-1024.txt" | tee -a "$results"
+    "$sgemm" "$calibration" "$hidden" "$inter" "${THREADS:-1}" 2 |
+        tee "$dir/sgemm-$calibration.txt" | tee -a "$results"
+    log "== compute efficiency of the $last-layer calibrated merge against sgemm"
+    "$py" "$bench/calib_efficiency.py" --forward-tokens "$forward" "$report" \
+        "$dir/src$last-1/config.json" "$dir"/sgemm-*.txt | tee -a "$results"
+    if [ -n "${PERF:-}" ]; then
+        perf report -q -i "$dir/merge$last.perf.data" --sort dso,sym --stdio 2>/dev/null |
+            head -25 | tee -a "$results"
+    fi
+else
+    "$sgemm" 2048 "$hidden" "$inter" "${THREADS:-1}" 2 | tee -a "$results"
+fi
 
 if command -v gnuplot >/dev/null; then
     for tag in $(cd "$dir" && ls merge*.tsv | sed 's/\.tsv$//'); do
