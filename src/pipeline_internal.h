@@ -70,7 +70,7 @@ sym_status sym_merged_moe(const sym_merged_layer *w, const float *router, size_t
 /* Calibration tokens per matrix multiplication of a source's forward pass: whole
  * sequences, at least one. At the 13B width, one thread, OpenBLAS sgemm ran at 127 GFLOP/s
  * on 128 tokens and at 166 GFLOP/s on 512 (bench/bench_sgemm, docs/BENCHMARKS.md). Each
- * source holds its activations for these tokens, about 250 KB per token at that width. */
+ * source keeps its activations for these tokens, about 250 KB per token at that width. */
 #define SYM_CALIB_FORWARD_TOKENS 512u
 
 /* Returns the sequences of seq_len tokens that a source's forward pass multiplies at once,
