@@ -1,10 +1,10 @@
 #!/bin/sh
-# Resume checks end to end: after a SIGKILL, a journaled tensor damaged in its first or
+# Resume checks end to end. After a SIGKILL, a journaled tensor damaged in its first or
 # last bytes, or a shard file truncated through journaled tensors, fails the quick check
-# (the default); merge warns, writes those tensors again, and the output is byte-identical
-# to an uninterrupted run. --resume-check full catches a byte flipped in the middle of a
-# tensor. An unknown mode is a usage error. Which middle bytes the quick check skips is
-# covered by test_resume_check.
+# (the default). merge then warns, writes those tensors again, and the output is
+# byte-identical to an uninterrupted run. --resume-check full catches a byte flipped in
+# the middle of a tensor. An unknown mode is a usage error. test_resume_check covers which
+# middle bytes the quick check skips.
 set -u
 F=${SYMPHONY_SHARED:-}/fixtures/real
 if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then

@@ -1,8 +1,8 @@
-/* Resume checks of journaled tensors: the sampled regions against their specification,
- * the sample digest against a brute-force copy of those regions, journal records round
- * trip with their sample hash, and sym_resume_check_tensor on a file with a byte flipped
- * at known places. The quick check catches damage in its regions and truncation but not a
- * byte outside the regions, which the full check catches. */
+/* Resume checks of journaled tensors. The sampled regions are checked against their
+ * specification and the sample digest against a brute-force copy of those regions. Journal
+ * records must round-trip with their sample hash. sym_resume_check_tensor runs on a file
+ * with a byte flipped at known places: the quick check catches damage in its regions and
+ * truncation but not a byte outside the regions, which the full check catches. */
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
