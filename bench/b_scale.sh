@@ -9,10 +9,14 @@
 # plot_scale.gp to $BENCH_DIR/*.tsv.
 #
 # Settings (environment): LAYERS ("2 4 8"), LIMIT (4294967296), RESUME_LAYERS (4; it
-# needs the merge of that many layers from LAYERS), TORCH_LAYERS ("2 4"), CALIBRATION
+# needs the merge of that many layers from LAYERS; each resume runs with --resume-check
+# quick and full), TORCH_LAYERS ("2 4"), CALIBRATION
 # (0), THREADS (1), WIDTH (13b, or 7b for Llama 2 7B: hidden 4096, 32 heads, FFN 11008),
 # BENCH_DIR (/tmp/symphony-bench-scale; each WIDTH needs its own), KEEP=1 keeps the
 # checkpoints. THREADS above 1 makes the CPU/run-queue/blocked split meaningless.
+# PERF=1 records each merge with `perf record -F 49` into $BENCH_DIR/TAG.perf.data. With
+# CALIBRATION above 0, sgemm is timed at each shape the pipeline multiplies and
+# bench/calib_efficiency.py compares every stage of the last merge with it.
 # An empty LAYERS, RESUME_LAYERS or TORCH_LAYERS skips that part.
 set -eu
 py=${SYMPHONY_PYTHON:-/usr/bin/python3}
@@ -88,8 +92,10 @@ monitored_merge() { # tag layers [monitor options]
     cold
     "$py" "$bench/monitor.py" --limit "$limit" --tsv "$dir/$tag.tsv" \
         --journal "$out.partial/.symphony-journal" --events "$dir/$tag.events" "$@" -- \
+        ${PERF:+perf record -q -F 49 -o "$dir/$tag.perf.data" --} \
         "$SYMPHONY_BIN" merge -q --calibration-tokens "$calibration" \
-        --threads "${THREADS:-1}" "$dir/merge$layers.yml" "$out" >"$dir/$tag.summary" || true
+        --threads "${THREADS:-1}" ${merge_options:-} "$dir/merge$layers.yml" "$out" \
+        >"$dir/$tag.summary" || true
 }
 
 log "machine: $(nproc) CPUs, $(sed -n 's/^model name\t*: //p' /proc/cpuinfo | head -1)," \
@@ -109,19 +115,29 @@ for layers in $layers_list; do
         tee -a "$results"
 done
 
-# Kill at 50% of the output bytes, then resume; compare with the uninterrupted run.
-for layers in $resume_layers; do
-    make_sources "$layers"
-    half=$(awk '{ total += $3 } END { printf "%.0f", total / 2 }' "$dir/merge$layers.events")
-    rm -rf "$dir/out$layers" "$dir/out$layers.partial"
-    monitored_merge "kill$layers" "$layers" --kill-at-bytes "$half"
-    monitored_merge "resume$layers" "$layers"
-    "$py" - "$dir" "$layers" <<'PY' | tee -a "$results"
+# Seconds from a cold page cache to the first test kill point, which comes before the
+# first tensor is written: opening the sources, the plan and the shards, and on a resume
+# the journal and its check. Calibration runs would stop in the pipeline instead.
+startup_seconds() { # layers output [merge options]
+    layers=$1 out=$2
+    shift 2
+    cold
+    start=$(date +%s.%N)
+    SYMPHONY_TEST_KILL_AT=1 "$SYMPHONY_BIN" merge -q --calibration-tokens "$calibration" \
+        --threads "${THREADS:-1}" "$@" "$dir/merge$layers.yml" "$out" >/dev/null 2>&1 || true
+    end=$(date +%s.%N)
+    awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }'
+}
+
+report_resume() { # layers mode
+    "$py" - "$dir" "$1" "$2" <<'PY'
 import sys
-d, layers = sys.argv[1], sys.argv[2]
+d, layers, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 def summary(tag):
     return dict(l.split(None, 1) for l in open("%s/%s.summary" % (d, tag)))
-full, kill, resume = summary("merge" + layers), summary("kill" + layers), summary("resume" + layers)
+full = summary("merge" + layers)
+kill = summary("kill" + layers + ("-full" if mode == "full" else ""))
+resume = summary("resume%s-%s" % (layers, mode))
 events = [l.split() for l in open("%s/merge%s.events" % (d, layers))]
 done = float(kill["killed_at_bytes"])
 # Time the uninterrupted run still needed once it had journaled the same bytes.
@@ -133,12 +149,37 @@ for when, name, length in events:
         break
 remaining = float(full["wall_seconds"]) - at
 took = float(resume["wall_seconds"])
-print("== resume after SIGKILL at %.0f%% of the bytes (%d layers): uninterrupted run needed "
-      "%.1f s after that point, the resumed run took %.1f s: overhead %.1f s = %.1f%% of the "
-      "remaining work; resume exit %s" % (100 * done / sum(int(e[2]) for e in events),
-      int(layers), remaining, took, took - remaining, 100 * (took - remaining) / remaining,
-      resume["exit_status"].strip()))
+share = 100 * done / sum(int(e[2]) for e in events)
+print("== resume (--resume-check %s) after SIGKILL at %.0f%% of the bytes (%d layers): "
+      "uninterrupted run needed %.1f s after that point, the resumed run took %.1f s: "
+      "overhead %.1f s = %.1f%% of the remaining work; resume exit %s"
+      % (mode, share, int(layers), remaining, took, took - remaining,
+         100 * (took - remaining) / remaining, resume["exit_status"].strip()))
 PY
+}
+
+# Kill at 50% of the output bytes, then resume; compare with the uninterrupted run. The
+# resume check's own cost is timed apart, in both modes, on the same partial output.
+for layers in $resume_layers; do
+    make_sources "$layers"
+    half=$(awk '{ total += $3 } END { printf "%.0f", total / 2 }' "$dir/merge$layers.events")
+    rm -rf "$dir/out$layers" "$dir/out$layers.partial" "$dir/fresh"
+    monitored_merge "kill$layers" "$layers" --kill-at-bytes "$half"
+    fresh=$(startup_seconds "$layers" "$dir/fresh")
+    rm -rf "$dir/fresh" "$dir/fresh.partial" "$dir/fresh.lock"
+    quick=$(startup_seconds "$layers" "$dir/out$layers" --resume-check quick)
+    full=$(startup_seconds "$layers" "$dir/out$layers" --resume-check full)
+    log "== start-up to the first tensor, cold cache ($layers layers, load average" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)): fresh output ${fresh} s, resume with" \
+        "--resume-check quick ${quick} s, with --resume-check full ${full} s"
+    for mode in quick full; do
+        if [ $mode = full ]; then
+            rm -rf "$dir/out$layers" "$dir/out$layers.partial"
+            monitored_merge "kill$layers-$mode" "$layers" --kill-at-bytes "$half"
+        fi
+        merge_options="--resume-check $mode" monitored_merge "resume$layers-$mode" "$layers"
+        report_resume "$layers" "$mode" | tee -a "$results"
+    done
 done
 
 # The in-memory PyTorch merge, first without a limit, then inside the same cgroup.
@@ -169,7 +210,31 @@ hidden=${shape#hidden=}
 hidden=${hidden%% *}
 inter=${shape#*intermediate=}
 inter=${inter%% *}
-"$sgemm" 2048 "$hidden" "$inter" "${THREADS:-1}" 2 | tee -a "$results"
+if [ "$calibration" -gt 0 ] && [ -n "$layers_list" ]; then
+    last=$(echo $layers_list | awk '{ print $NF }')
+    report="$dir/out$last/merge-report.json"
+    seq=$("$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["sequence_length"])' \
+        "$report")
+    # Tokens per multiplication of a source's forward pass, as sym_pipeline_forward_sequences
+    # chooses them.
+    forward=$((seq >= 512 ? seq : 512 / seq * seq))
+    log "== sgemm at the calibration shapes, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$sgemm" "$forward" "$hidden" "$inter" "${THREADS:-1}" 2 |
+        tee "$dir/sgemm-$forward.txt" | tee -a "$results"
+    "$sgemm" 1024 "$hidden" "$inter" "${THREADS:-1}" 2 correlation |
+        tee "$dir/sgemm-1024.txt" | tee -a "$results"
+    "$sgemm" "$calibration" "$hidden" "$inter" "${THREADS:-1}" 2 |
+        tee "$dir/sgemm-$calibration.txt" | tee -a "$results"
+    log "== compute efficiency of the $last-layer calibrated merge against sgemm"
+    "$py" "$bench/calib_efficiency.py" --forward-tokens "$forward" "$report" \
+        "$dir/src$last-1/config.json" "$dir"/sgemm-*.txt | tee -a "$results"
+    if [ -n "${PERF:-}" ]; then
+        perf report -q -i "$dir/merge$last.perf.data" --sort dso,sym --stdio 2>/dev/null |
+            head -25 | tee -a "$results"
+    fi
+else
+    "$sgemm" 2048 "$hidden" "$inter" "${THREADS:-1}" 2 | tee -a "$results"
+fi
 
 if command -v gnuplot >/dev/null; then
     for tag in $(cd "$dir" && ls merge*.tsv | sed 's/\.tsv$//'); do

@@ -2,13 +2,15 @@
  * the transposed weights of q/k/v/o (hidden x hidden), gate/up (hidden -> intermediate)
  * and down (intermediate -> hidden), as the forward pass multiplies them (row-major
  * activations times W^T). Reports GFLOP/s per shape and for the whole layer, the reference
- * for the merge's compute efficiency.
+ * for the merge's compute efficiency. With "correlation" after REPEATS it also times the
+ * alignment's neuron correlation block, out[I x I] += za^T zb with za, zb [TOKENS x I].
  *
- * Usage: bench_sgemm TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS]
+ * Usage: bench_sgemm TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS [correlation]]
  */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double now_seconds(void)
@@ -28,6 +30,32 @@ static float *random_matrix(size_t count, unsigned seed)
         m[i] = (float)((int)(seed >> 16 & 0x7fff) - 16384) / 16384.0f;
     }
     return m;
+}
+
+/* Times the correlation block out[n x n] += za^T zb, za and zb [tokens x n]; returns the
+ * best seconds. */
+static double time_correlation(int tokens, int n, int repeats)
+{
+    float *za = random_matrix((size_t)tokens * (size_t)n, 3);
+    float *zb = random_matrix((size_t)tokens * (size_t)n, 4);
+    float *out = calloc((size_t)n * (size_t)n, sizeof *out);
+    double best = -1.0;
+    if (za == NULL || zb == NULL || out == NULL) {
+        fprintf(stderr, "bench_sgemm: out of memory for %d x %d x %d\n", n, tokens, n);
+    } else {
+        for (int r = 0; r < repeats; r++) {
+            double t0 = now_seconds();
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, tokens, 1.0f, za, n, zb,
+                        n, 1.0f, out, n);
+            double t = now_seconds() - t0;
+            if (best < 0.0 || t < best)
+                best = t;
+        }
+    }
+    free(za);
+    free(zb);
+    free(out);
+    return best;
 }
 
 /* Times out[tokens x n] = x[tokens x k] * W[n x k]^T; returns the best seconds. */
@@ -58,7 +86,8 @@ static double time_shape(int tokens, int k, int n, int repeats)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS]\n", argv[0]);
+        fprintf(stderr, "usage: %s TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS [correlation]]\n",
+                argv[0]);
         return 2;
     }
     int tokens = atoi(argv[1]), hidden = atoi(argv[2]), inter = atoi(argv[3]);
@@ -90,5 +119,13 @@ int main(int argc, char **argv)
     }
     printf("sgemm layer: %.1f GFLOP in %.2f s, %.1f GFLOP/s\n", layer_flops / 1e9,
            layer_seconds, layer_flops / layer_seconds / 1e9);
+    if (argc > 6 && strcmp(argv[6], "correlation") == 0) {
+        double seconds = time_correlation(tokens, inter, repeats);
+        if (seconds < 0.0)
+            return 1;
+        double flops = 2.0 * tokens * (double)inter * inter;
+        printf("sgemm correlation %d x %d x %d, %d thread(s): %.3f s, %.1f GFLOP/s\n", inter,
+               tokens, inter, threads, seconds, flops / seconds / 1e9);
+    }
     return 0;
 }

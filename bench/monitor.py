@@ -153,12 +153,14 @@ class JournalWatch:
             return
         pos = 0
         while len(data) - pos >= 32:
+            # "SYJ2" records carry the sample hash after the tensor hash; "SYJ1" do not.
+            fixed = 40 if data[pos:pos + 4] == b"SYJ2" else 32
             name_len = int.from_bytes(data[pos + 4:pos + 8], "little")
             length = int.from_bytes(data[pos + 16:pos + 24], "little")
-            end = pos + 32 + name_len + 8
+            end = pos + fixed + name_len + 8
             if end > len(data):
                 break
-            name = data[pos + 32:pos + 32 + name_len].decode("utf-8", "replace")
+            name = data[pos + fixed:pos + fixed + name_len].decode("utf-8", "replace")
             self.events.append((now, name, length))
             self.bytes += length
             pos = end

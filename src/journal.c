@@ -1,9 +1,11 @@
 /* The merge journal: an append-only file of completed tensors.
  *
- * Record layout, little-endian: magic "SYJ1" (4 bytes), name length (u32), offset (u64),
- * length (u64), xxh3 of the tensor bytes (u64), the name, then the xxh3-64 of everything
- * before it in the record (u64). A record is trusted only when its own checksum matches,
- * so a record torn by a crash is detected and dropped.
+ * Record layout, little-endian: magic "SYJ2" (4 bytes), name length (u32), offset (u64),
+ * length (u64), xxh3 of the tensor bytes (u64), xxh3 of the tensor's sampled bytes (u64,
+ * see sym_sample_init), the name, then the xxh3-64 of everything before it in the record
+ * (u64). Records with magic "SYJ1", written by earlier versions, lack the sample field. A
+ * record is trusted only when its own checksum matches, so a record torn by a crash is
+ * detected and dropped.
  */
 #include "merge_internal.h"
 
@@ -23,10 +25,12 @@ static bool kill_with_interrupt(void)
     return name != NULL && strcmp(name, "INT") == 0;
 }
 
-#define RECORD_MAGIC 0x314a5953u /* "SYJ1" */
-#define RECORD_FIXED 32u         /* magic, name length, offset, length, xxh3 */
+#define RECORD_MAGIC_V1 0x314a5953u /* "SYJ1" */
+#define RECORD_MAGIC 0x324a5953u    /* "SYJ2" */
+#define RECORD_FIXED_V1 32u         /* magic, name length, offset, length, xxh3 */
+#define RECORD_FIXED 40u            /* the same and the sample's xxh3 */
 #define MAX_NAME 4096u
-/* A record is at most 4136 bytes, so this allows about 60,000 tensors of the longest names,
+/* A record is at most 4144 bytes, so this allows about 60,000 tensors of the longest names,
  * far more than any Mixtral-style plan has. */
 #define MAX_JOURNAL_BYTES ((uint64_t)256 << 20)
 
@@ -62,23 +66,29 @@ static uint64_t get_u64(const uint8_t *p)
  * corrupt. */
 static size_t parse_record(const uint8_t *data, size_t size, sym_journal_record *rec)
 {
-    if (size < RECORD_FIXED + 8 || get_u32(data) != RECORD_MAGIC)
+    if (size < RECORD_FIXED_V1 + 8)
         return 0;
+    uint32_t magic = get_u32(data);
+    if (magic != RECORD_MAGIC && magic != RECORD_MAGIC_V1)
+        return 0;
+    size_t fixed = magic == RECORD_MAGIC ? RECORD_FIXED : RECORD_FIXED_V1;
     uint32_t name_len = get_u32(data + 4);
-    if (name_len == 0 || name_len > MAX_NAME || size < RECORD_FIXED + name_len + 8)
+    if (name_len == 0 || name_len > MAX_NAME || size < fixed + name_len + 8)
         return 0;
-    size_t body = RECORD_FIXED + name_len;
+    size_t body = fixed + name_len;
     if (XXH3_64bits(data, body) != get_u64(data + body))
         return 0;
     /* Tensor names never contain NUL, and strndup would cut the name there. */
-    if (memchr(data + RECORD_FIXED, '\0', name_len) != NULL)
+    if (memchr(data + fixed, '\0', name_len) != NULL)
         return 0;
-    rec->name = strndup((const char *)data + RECORD_FIXED, name_len);
+    rec->name = strndup((const char *)data + fixed, name_len);
     if (rec->name == NULL)
         return 0;
     rec->offset = get_u64(data + 8);
     rec->length = get_u64(data + 16);
     rec->xxh3 = get_u64(data + 24);
+    rec->has_sample = magic == RECORD_MAGIC;
+    rec->sample_xxh3 = rec->has_sample ? get_u64(data + 32) : 0;
     return body + 8;
 }
 
@@ -180,7 +190,8 @@ static sym_status write_all(int fd, const uint8_t *p, size_t size, const char *p
 }
 
 sym_status sym_journal_append(sym_journal *journal, const char *name, uint64_t offset,
-                              uint64_t length, uint64_t xxh3, sym_error *err)
+                              uint64_t length, uint64_t xxh3, uint64_t sample_xxh3,
+                              sym_error *err)
 {
     size_t name_len = strlen(name);
     if (name_len == 0 || name_len > MAX_NAME)
@@ -195,6 +206,7 @@ sym_status sym_journal_append(sym_journal *journal, const char *name, uint64_t o
     put_u64(rec + 8, offset);
     put_u64(rec + 16, length);
     put_u64(rec + 24, xxh3);
+    put_u64(rec + 32, sample_xxh3);
     memcpy(rec + RECORD_FIXED, name, name_len);
     put_u64(rec + RECORD_FIXED + name_len, XXH3_64bits(rec, RECORD_FIXED + name_len));
 

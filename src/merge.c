@@ -3,8 +3,8 @@
  * Output is built in OUTPUT.partial. symphony-merge.json there contains the fingerprint of
  * the merge (config bytes, settings, every source shard's size, mtime and header hash);
  * a resume is accepted only when it matches. Each tensor is written at its planned offset,
- * made durable, then journaled; a resume re-checks every journaled tensor's checksum and
- * writes only the rest. When every tensor is done the metadata files are written, the
+ * made durable, then journaled; a resume checks every journaled tensor (merge_resume.c)
+ * and writes only the rest. When every tensor is done the metadata files are written, the
  * directory is renamed to OUTPUT, and the journal is deleted.
  */
 #include "symphony/merge.h"
@@ -48,6 +48,7 @@ typedef struct merge_run {
     char lock_path[PATH_MAX];
     int lock_fd;
     int *shard_fds;
+    uint64_t *shard_found_size; /* each shard's size before this run opened it */
     sym_journal journal;
     json_t *fingerprint;
     sym_pipeline *pipeline; /* calibration, or NULL */
@@ -637,7 +638,8 @@ static sym_status pwrite_all(int fd, const uint8_t *p, size_t size, uint64_t off
 static sym_status open_shards(merge_run *run, sym_error *err)
 {
     run->shard_fds = malloc((run->plan.n_shards + 1) * sizeof *run->shard_fds);
-    if (run->shard_fds == NULL)
+    run->shard_found_size = calloc(run->plan.n_shards + 1, sizeof *run->shard_found_size);
+    if (run->shard_fds == NULL || run->shard_found_size == NULL)
         return sym_error_set(err, SYM_ERR_NOMEM, "out of memory");
     for (uint32_t s = 0; s < run->plan.n_shards; s++)
         run->shard_fds[s] = -1;
@@ -650,6 +652,13 @@ static sym_status open_shards(merge_run *run, sym_error *err)
             return sym_error_set(err, SYM_ERR_IO, "%s: cannot create: %s", path,
                                  strerror(errno));
         run->shard_fds[s] = fd;
+        /* The resume check needs the size an earlier run left, before ftruncate hides a
+         * truncation behind zeros. */
+        struct stat found;
+        if (fstat(fd, &found) != 0)
+            return sym_error_set(err, SYM_ERR_IO, "%s: stat failed: %s", path,
+                                 strerror(errno));
+        run->shard_found_size[s] = (uint64_t)found.st_size;
         if (ftruncate(fd, (off_t)run->plan.shard_file_size[s]) != 0)
             return sym_error_set(err, SYM_ERR_IO, "%s: cannot set the size to %llu: %s", path,
                                  (unsigned long long)run->plan.shard_file_size[s],
@@ -665,35 +674,6 @@ static sym_status open_shards(merge_run *run, sym_error *err)
     return SYM_OK;
 }
 
-static sym_status hash_range(int fd, const char *name, uint64_t offset, uint64_t length,
-                             uint64_t *hash, sym_error *err)
-{
-    XXH3_state_t *state = XXH3_createState();
-    XXH3_64bits_reset(state);
-    /* Read the whole range ahead, not 64 KiB at a time, and leave no cache behind: a
-     * resume checks every journaled tensor once. */
-    (void)posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED);
-    uint8_t buf[65536];
-    sym_status s = SYM_OK;
-    for (uint64_t done = 0; done < length && s == SYM_OK;) {
-        size_t want = length - done < sizeof buf ? (size_t)(length - done) : sizeof buf;
-        ssize_t n = pread(fd, buf, want, (off_t)(offset + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            s = sym_error_set(err, SYM_ERR_IO, "tensor '%s': reading it back failed at "
-                              "offset %llu: %s", name, (unsigned long long)(offset + done),
-                              n < 0 ? strerror(errno) : "unexpected end of file");
-        else
-            XXH3_64bits_update(state, buf, (size_t)n);
-        done += n > 0 ? (uint64_t)n : 0;
-    }
-    *hash = XXH3_64bits_digest(state);
-    XXH3_freeState(state);
-    (void)posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_DONTNEED);
-    return s;
-}
-
 static size_t find_tensor(const sym_out_plan *plan, const char *name)
 {
     for (size_t i = 0; i < plan->n_tensors; i++)
@@ -702,8 +682,16 @@ static size_t find_tensor(const sym_out_plan *plan, const char *name)
     return plan->n_tensors;
 }
 
-/* Marks as done every journaled tensor whose bytes still match their checksum. */
-static sym_status resume_from_journal(merge_run *run, size_t *resumed, sym_error *err)
+static void note_failed_check(sym_merge_result *result, const char *name)
+{
+    if (result->tensors_failed_check++ == 0)
+        snprintf(result->first_failed_check, sizeof result->first_failed_check, "%s", name);
+}
+
+/* Marks as done every journaled tensor that passes the resume check (opts->resume_check);
+ * the others are written again. */
+static sym_status resume_from_journal(merge_run *run, sym_merge_result *result,
+                                      sym_error *err)
 {
     char path[PATH_MAX];
     join_path(path, sizeof path, run->partial, SYM_JOURNAL_NAME);
@@ -712,17 +700,20 @@ static sym_status resume_from_journal(merge_run *run, size_t *resumed, sym_error
     sym_status s = sym_journal_open(&run->journal, path, &records, &n_records, err);
     for (size_t r = 0; r < n_records && s == SYM_OK; r++) {
         size_t i = find_tensor(&run->plan, records[r].name);
-        if (i == run->plan.n_tensors)
+        if (i == run->plan.n_tensors || run->done[i])
             continue;
         sym_plan_tensor *t = &run->plan.tensors[i];
         if (t->offset != records[r].offset || t->nbytes != records[r].length)
             continue;
-        uint64_t hash;
-        s = hash_range(run->shard_fds[t->shard], t->name, t->offset, t->nbytes, &hash, err);
-        if (s == SYM_OK && hash == records[r].xxh3 && !run->done[i]) {
+        bool intact;
+        s = sym_resume_check_tensor(run->shard_fds[t->shard], run->shard_found_size[t->shard],
+                                    &records[r], run->opts->resume_check, &intact, err);
+        if (s == SYM_OK && !intact)
+            note_failed_check(result, t->name);
+        if (s == SYM_OK && intact) {
             run->done[i] = true;
-            t->xxh3 = hash;
-            (*resumed)++;
+            t->xxh3 = records[r].xxh3;
+            result->tensors_resumed++;
         }
     }
     sym_journal_records_free(records, n_records);
@@ -737,6 +728,7 @@ typedef struct tensor_output {
     uint64_t position;
     uint64_t dropped; /* bytes from the tensor's start already written back and dropped */
     XXH3_state_t *hash;
+    sym_sample *sample;
     uint8_t *bytes;
     size_t capacity;
 } tensor_output;
@@ -800,6 +792,7 @@ static sym_status output_write(void *context, const float *values, size_t count,
     if (s != SYM_OK)
         return s;
     XXH3_64bits_update(out->hash, out->bytes, size);
+    sym_sample_feed(out->sample, out->position, out->bytes, size);
 
     /* Two writes, so a test kill point can stop a tensor half written. */
     uint64_t offset = t->offset + out->position;
@@ -821,9 +814,14 @@ static sym_status write_tensor(merge_run *run, size_t i, sym_error *err)
     sym_plan_tensor *t = &run->plan.tensors[i];
     tensor_output out = {.tensor = t, .fd = run->shard_fds[t->shard]};
     out.hash = XXH3_createState();
-    if (out.hash == NULL)
+    out.sample = malloc(sizeof *out.sample);
+    if (out.hash == NULL || out.sample == NULL) {
+        XXH3_freeState(out.hash);
+        free(out.sample);
         return sym_error_set(err, SYM_ERR_NOMEM, "out of memory");
+    }
     XXH3_64bits_reset(out.hash);
+    sym_sample_init(out.sample, t->name, t->nbytes);
     sym_tensor_sink sink = {output_write, &out};
     sym_kill_point();
     sym_status s = sym_produce_tensor(&run->sources, &run->jobs[i], &sink, err);
@@ -832,7 +830,9 @@ static sym_status write_tensor(merge_run *run, size_t i, sym_error *err)
                           t->name, (unsigned long long)out.position,
                           (unsigned long long)t->nbytes);
     t->xxh3 = XXH3_64bits_digest(out.hash);
+    uint64_t sample_xxh3 = sym_sample_digest(out.sample);
     XXH3_freeState(out.hash);
+    free(out.sample);
     free(out.bytes);
     if (s == SYM_OK && fdatasync(out.fd) != 0)
         s = sym_error_set(err, SYM_ERR_IO, "tensor '%s': fdatasync failed: %s", t->name,
@@ -843,7 +843,8 @@ static sym_status write_tensor(merge_run *run, size_t i, sym_error *err)
         (void)posix_fadvise(out.fd, (off_t)t->offset, (off_t)t->nbytes, POSIX_FADV_DONTNEED);
     sym_kill_point();
     if (s == SYM_OK)
-        s = sym_journal_append(&run->journal, t->name, t->offset, t->nbytes, t->xxh3, err);
+        s = sym_journal_append(&run->journal, t->name, t->offset, t->nbytes, t->xxh3,
+                               sample_xxh3, err);
     if (s == SYM_OK)
         run->done[i] = true;
     return s;
@@ -1110,6 +1111,7 @@ static void close_run(merge_run *run)
         if (run->shard_fds[s] >= 0)
             close(run->shard_fds[s]);
     free(run->shard_fds);
+    free(run->shard_found_size);
     sym_journal_close(&run->journal);
     free(run->jobs);
     free(run->done);
@@ -1180,7 +1182,7 @@ static sym_status run_locked(merge_run *run, sym_merge_result *result, sym_error
     if (s == SYM_OK)
         s = open_shards(run, err);
     if (s == SYM_OK)
-        s = resume_from_journal(run, &result->tensors_resumed, err);
+        s = resume_from_journal(run, result, err);
     if (s == SYM_OK)
         s = check_disk_space(run, err);
     if (s == SYM_OK)

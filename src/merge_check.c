@@ -18,6 +18,7 @@
 #include <zstd.h>
 
 #include "merge_internal.h"
+#include "pipeline_internal.h"
 #include "symphony/actstore.h"
 #include "symphony/hcache.h"
 #include "symphony/merge.h"
@@ -321,6 +322,9 @@ static void count_memory(const sym_merge_config *cfg, const sym_model_config *c,
         floats += n * 3 * f * d + 2 * qd * d + 2 * kvd * d;  /* the merged layer */
         floats += n_models * 2 * layer_params;               /* each source: layer + prefetch */
         floats += f * f + 2 * T * f;                         /* correlation and z-scores */
+        uint64_t seq = (uint64_t)cfg->sequence_length;
+        uint64_t batch = seq * sym_pipeline_forward_sequences((size_t)seq, (size_t)(T / seq));
+        floats += n_models * batch * (3 * d + 2 * qd + 2 * kvd + 2 * f); /* activations */
     }
     plan->memory_calibration = floats * 4;
     plan->memory_total = plan->memory_tensor + plan->memory_calibration;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "symphony/merge.h"
 #include "symphony/status.h"
 
 #define SYM_JOURNAL_NAME ".symphony-journal"
@@ -17,6 +18,8 @@ typedef struct sym_journal_record {
     uint64_t offset;
     uint64_t length;
     uint64_t xxh3;
+    bool has_sample;      /* false for records of the older format without sample_xxh3 */
+    uint64_t sample_xxh3; /* xxh3 of the sampled bytes, see sym_sample_init */
 } sym_journal_record;
 
 typedef struct sym_journal {
@@ -32,10 +35,45 @@ sym_status sym_journal_open(sym_journal *journal, const char *path, sym_journal_
 
 /* Appends a record and makes it durable (fdatasync) before returning. */
 sym_status sym_journal_append(sym_journal *journal, const char *name, uint64_t offset,
-                              uint64_t length, uint64_t xxh3, sym_error *err);
+                              uint64_t length, uint64_t xxh3, uint64_t sample_xxh3,
+                              sym_error *err);
 
 void sym_journal_close(sym_journal *journal);
 void sym_journal_records_free(sym_journal_record *records, size_t n_records);
+
+/* Resume checks (merge_resume.c). */
+
+/* Bytes per sampled block, and blocks per sample: the tensor's first and last block and
+ * one block at a seeded position in each of six equal stretches between them. */
+#define SYM_SAMPLE_BLOCK 4096u
+#define SYM_SAMPLE_REGIONS 8u
+
+/* The sampled bytes of one tensor. A tensor of at most SYM_SAMPLE_REGIONS blocks is
+ * sampled whole. */
+typedef struct sym_sample {
+    size_t n_regions;
+    uint64_t start[SYM_SAMPLE_REGIONS]; /* bytes from the tensor's first byte */
+    uint64_t length[SYM_SAMPLE_REGIONS];
+    uint8_t bytes[SYM_SAMPLE_REGIONS * SYM_SAMPLE_BLOCK]; /* the regions, in order */
+} sym_sample;
+
+/* Chooses the sampled regions of a tensor of nbytes bytes; the seeded positions depend on
+ * the tensor's name and size only, so the writer and a later resume pick the same ones. */
+void sym_sample_init(sym_sample *sample, const char *name, uint64_t nbytes);
+
+/* Copies the sampled bytes inside data, which holds the tensor's bytes from position. */
+void sym_sample_feed(sym_sample *sample, uint64_t position, const uint8_t *data, size_t size);
+
+/* Returns the xxh3-64 of the sampled bytes, once every region has been fed. */
+uint64_t sym_sample_digest(const sym_sample *sample);
+
+/* Checks a journaled tensor in an output shard whose size was file_size before this run
+ * touched it. Both modes require the tensor to lie inside file_size. Quick mode then
+ * compares the sampled bytes with rec->sample_xxh3 (the whole tensor when rec has no
+ * sample); full mode re-hashes the whole tensor. Sets *intact; an error is returned only
+ * when reading fails. */
+sym_status sym_resume_check_tensor(int fd, uint64_t file_size, const sym_journal_record *rec,
+                                   sym_resume_check mode, bool *intact, sym_error *err);
 
 /* Checks before a merge (merge_check.c). */
 #include "symphony/merge.h"

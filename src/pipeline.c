@@ -99,6 +99,14 @@ static float *alloc_floats(size_t n, bool *failed)
     return p;
 }
 
+size_t sym_pipeline_forward_sequences(size_t seq_len, size_t n_seq)
+{
+    size_t sequences = SYM_CALIB_FORWARD_TOKENS / seq_len;
+    if (sequences > n_seq)
+        sequences = n_seq;
+    return sequences > 0 ? sequences : 1;
+}
+
 static sym_status open_forwards(sym_pipeline *p, sym_error *err)
 {
     const sym_merge_sources *src = p->setup.sources;
@@ -114,6 +122,7 @@ static sym_status open_forwards(sym_pipeline *p, sym_error *err)
     sym_forward_options_init(&fo);
     fo.threads = p->setup.opts->threads;
     fo.seq_len = (int)p->calib.seq_len;
+    fo.max_sequences = (int)sym_pipeline_forward_sequences(p->calib.seq_len, p->calib.n_seq);
     sym_status s = SYM_OK;
     for (size_t m = 0; m < p->n_models && s == SYM_OK; m++)
         s = sym_forward_create(&p->fw[m], p->models[m], &fo, err);

@@ -67,6 +67,16 @@ sym_status sym_merged_moe(const sym_merged_layer *w, const float *router, size_t
  * 2048 tokens of 8 experts at hidden 8192 (a 70B-width layer has hidden 8192). */
 #define SYM_EXPERT_CACHE_BYTES ((size_t)512 << 20)
 
+/* Calibration tokens per matrix multiplication of a source's forward pass: whole
+ * sequences, at least one. At the 13B width, one thread, OpenBLAS sgemm ran at 127 GFLOP/s
+ * on 128 tokens and at 166 GFLOP/s on 512 (bench/bench_sgemm, docs/BENCHMARKS.md). Each
+ * source keeps its activations for these tokens, about 250 KB per token at that width. */
+#define SYM_CALIB_FORWARD_TOKENS 512u
+
+/* Returns the sequences of seq_len tokens that a source's forward pass multiplies at once,
+ * at most n_seq. */
+size_t sym_pipeline_forward_sequences(size_t seq_len, size_t n_seq);
+
 /* Computes y [tokens, experts, hidden] = every expert's output on every row of x, in the
  * same token blocks as sym_merged_moe, so the outputs equal what it computes. */
 sym_status sym_merged_experts_all(const sym_merged_layer *w, const float *x, size_t tokens,

@@ -34,6 +34,15 @@ typedef struct sym_merge_progress {
     const char *step;      /* the calibration step starting ("source forward", ...), or NULL */
 } sym_merge_progress;
 
+/* How a resume checks the tensors that the journal records as written. */
+typedef enum sym_resume_check {
+    /* Shard sizes, and xxh3 of each tensor's first and last 4 KiB and of six 4 KiB blocks
+     * at seeded positions between them: about 32 KiB read per tensor. */
+    SYM_RESUME_CHECK_QUICK,
+    /* xxh3 of every byte of every journaled tensor. */
+    SYM_RESUME_CHECK_FULL,
+} sym_resume_check;
+
 typedef struct sym_merge_options {
     const char *output;
     uint64_t shard_size;   /* bytes of tensor data per shard */
@@ -41,6 +50,7 @@ typedef struct sym_merge_options {
     int threads;           /* part of the resume fingerprint */
     bool force;            /* replace an existing output directory */
     bool restart;          /* discard an interrupted merge instead of resuming it */
+    sym_resume_check resume_check; /* not part of the resume fingerprint */
     /* Set to nonzero (by a signal handler) to stop after the tensor in progress. */
     volatile sig_atomic_t *interrupt;
     /* Called before and after each layer's calibration and after each tensor; may be
@@ -53,6 +63,8 @@ typedef struct sym_merge_result {
     bool already_complete; /* the output existed with the same fingerprint */
     size_t tensors_total;
     size_t tensors_resumed; /* verified from the journal and skipped */
+    size_t tensors_failed_check; /* journaled, but failed the resume check: written again */
+    char first_failed_check[256]; /* name of the first of those, "" when none */
     uint64_t bytes_total;
     uint64_t bytes_written; /* tensor bytes this run wrote (resumed ones excluded) */
     uint64_t bytes_read;    /* tensor bytes of every source */

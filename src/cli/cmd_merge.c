@@ -89,6 +89,9 @@ static void print_help(void)
            "                              fingerprint\n"
            "      --force                 replace an existing OUTPUT_DIR\n"
            "      --restart               discard an interrupted merge and start over\n"
+           "      --resume-check MODE     how a resume checks the tensors already written:\n"
+           "                              quick (default: shard sizes and 32 KiB sampled\n"
+           "                              from each tensor) or full (every byte re-hashed)\n"
            "      --check                 validate and print the plan; merge nothing\n"
            "      --json                  with --check, print the plan as JSON\n"
            "      --no-progress           no progress line (it appears only when stderr is\n"
@@ -112,6 +115,7 @@ typedef struct merge_args {
     const char *cache_dtype;
     long long seed;
     const char *dtype;
+    const char *resume_check;
     bool check;
     bool json;
     bool no_progress;
@@ -127,6 +131,7 @@ enum {
     OPT_THREADS,
     OPT_FORCE,
     OPT_RESTART,
+    OPT_RESUME_CHECK,
     OPT_ROUTER_OBJECTIVE,
     OPT_ROUTER_DOMAIN_WEIGHTS,
     OPT_ROUTER_STEPS,
@@ -192,6 +197,9 @@ static int parse_option(int opt, const char *value, merge_args *a)
     case OPT_RESTART:
         a->opts.restart = true;
         return 0;
+    case OPT_RESUME_CHECK:
+        a->resume_check = value;
+        return 0;
     case OPT_CHECK:
         a->check = true;
         return 0;
@@ -222,6 +230,7 @@ static int parse_args(int argc, char **argv, merge_args *a)
         {"cache-dtype", required_argument, NULL, OPT_CACHE_DTYPE},
         {"force", no_argument, NULL, OPT_FORCE},
         {"restart", no_argument, NULL, OPT_RESTART},
+        {"resume-check", required_argument, NULL, OPT_RESUME_CHECK},
         {"check", no_argument, NULL, OPT_CHECK},
         {"json", no_argument, NULL, OPT_JSON},
         {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
@@ -260,6 +269,13 @@ static int parse_args(int argc, char **argv, merge_args *a)
                                positional);
     if (a->json && !a->check)
         return cli_usage_error("merge", "--json applies to --check only");
+    if (a->resume_check != NULL && strcmp(a->resume_check, "quick") == 0)
+        a->opts.resume_check = SYM_RESUME_CHECK_QUICK;
+    else if (a->resume_check != NULL && strcmp(a->resume_check, "full") == 0)
+        a->opts.resume_check = SYM_RESUME_CHECK_FULL;
+    else if (a->resume_check != NULL)
+        return cli_usage_error("merge", "--resume-check '%s' is not quick or full",
+                               a->resume_check);
     if (positional == 2 && argv[optind + 1][0] == '\0')
         return cli_usage_error("merge", "OUTPUT_DIR is empty; name the directory to create");
     return 0;
@@ -393,6 +409,18 @@ static void print_result(const sym_merge_result *r, const char *output)
     putchar('\n');
 }
 
+/* A journaled tensor that fails the resume check was damaged outside the merge, so this is
+ * printed even with --quiet. */
+static void print_failed_check(const sym_merge_result *r, const char *output)
+{
+    if (r->tensors_failed_check == 0)
+        return;
+    fprintf(stderr, CLI_NAME ": warning: %zu journaled tensor(s) in %s.partial failed the "
+            "resume check (the first: '%s'), so they were written again; check the disk "
+            "if this happens without a reason\n", r->tensors_failed_check, output,
+            r->first_failed_check);
+}
+
 /* Runs the merge with the progress line and prints the result and the summary. */
 static int run_merge(int argc, char **argv, merge_args *a, sym_merge_config *cfg)
 {
@@ -410,6 +438,7 @@ static int run_merge(int argc, char **argv, merge_args *a, sym_merge_config *cfg
     sym_error err;
     sym_status s = sym_merge_run(cfg, &a->opts, &result, &err);
     cli_progress_finish(&progress);
+    print_failed_check(&result, output);
     if (s != SYM_OK) {
         if (s == SYM_ERR_IO)
             add_resume_hint(&err, output);

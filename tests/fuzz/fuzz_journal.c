@@ -62,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < n_records; i++)
             if (records[i].name == NULL || records[i].name[0] == '\0')
                 abort();
-        (void)sym_journal_append(&journal, "model.norm.weight", 0, 256, 1, &err);
+        (void)sym_journal_append(&journal, "model.norm.weight", 0, 256, 1, 2, &err);
     }
     sym_journal_records_free(records, n_records);
     sym_journal_close(&journal);

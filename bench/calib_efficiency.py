@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""Compute efficiency of a calibrated merge against OpenBLAS sgemm, per pipeline stage.
+
+usage: calib_efficiency.py [--forward-tokens N] REPORT CONFIG SGEMM_FILE...
+
+REPORT is the merge's merge-report.json, CONFIG a source's config.json, and each
+SGEMM_FILE the output of bench/bench_sgemm (with "correlation") at one token count. For
+each stage it counts the GEMM FLOPs that the stage runs (a multiply-add is 2 FLOPs) and
+takes the sgemm rate at the shape the stage multiplies. It prints the FLOP rate of the
+stage and its ratio to sgemm, which is the time sgemm alone would need divided by the
+stage's time. Shapes: the source forward multiplies FORWARD_TOKENS rows at a time (the
+--forward-tokens option, 512 by default), the merged attention all tokens at once, the
+expert outputs and the correlation blocks 1024 tokens at a time. Work that is no GEMM
+(weight conversion, attention scores, the assignment solve, cache I/O, router steps)
+counts as time only.
+"""
+import argparse
+import json
+import re
+
+LINE = re.compile(r"sgemm (\S+)\s+(\d+) x (\d+) x (\d+), \d+ thread\(s\): ([\d.]+) s, "
+                  r"([\d.]+) GFLOP/s")
+
+
+def read_sgemm(paths):
+    """Return {(name, first dimension): GFLOP/s}; first is TOKENS, or I for correlation."""
+    rates = {}
+    for path in paths:
+        for line in open(path):
+            m = LINE.match(line)
+            if m:
+                rates[(m.group(1), int(m.group(2)))] = float(m.group(6))
+    return rates
+
+
+def forward_rate(rates, tokens, qkvo_flops, ffn_flops):
+    """Return the sgemm rate of a layer's projections at tokens rows: four q/k/v/o
+    multiplications, two gate/up and one down, weighted by their FLOPs."""
+    per_ffn = ffn_flops / 3
+    seconds = qkvo_flops / rates[("q/k/v/o", tokens)]
+    seconds += 2 * per_ffn / rates[("gate/up", tokens)] + per_ffn / rates[("down", tokens)]
+    return (qkvo_flops + ffn_flops) / seconds
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--forward-tokens", type=int, default=512)
+    ap.add_argument("report")
+    ap.add_argument("config")
+    ap.add_argument("sgemm", nargs="+")
+    args = ap.parse_args()
+    report = json.load(open(args.report))
+    config = json.load(open(args.config))
+    rates = read_sgemm(args.sgemm)
+
+    d, f = config["hidden_size"], config["intermediate_size"]
+    head_dim = config.get("head_dim") or d // config["num_attention_heads"]
+    qd = config["num_attention_heads"] * head_dim
+    kvd = config["num_key_value_heads"] * head_dim
+    tokens = report["calibration_tokens"]
+    layers, experts = len(report["layers"]), len(report["domains"])
+    models = experts  # the base model is one of the experts in bench/b_scale.sh
+    qkvo = 2.0 * tokens * (2 * d * qd + 2 * d * kvd)
+    ffn = 2.0 * tokens * 3 * d * f
+    stages = [
+        ("source_forward", models * layers * (qkvo + ffn),
+         forward_rate(rates, args.forward_tokens, qkvo, ffn)),
+        ("alignment", (experts - 1) * layers * 2.0 * tokens * f * f,
+         rates[("correlation", f)]),
+        ("merged_forward", layers * qkvo, rates[("q/k/v/o", tokens)]),
+        ("router_training", layers * experts * ffn, forward_rate(rates, 1024, 0.0, ffn)
+         if ("q/k/v/o", 1024) in rates else None),
+    ]
+    seconds = report["stage_seconds"]
+    ideal_sum = time_sum = flops_sum = 0.0
+    print("stage             GFLOP   seconds  GFLOP/s  sgemm GFLOP/s  ratio")
+    for name, flops, rate in stages:
+        took = seconds[name]
+        ideal = flops / 1e9 / rate
+        ideal_sum += ideal
+        time_sum += took
+        flops_sum += flops
+        print("%-16s %7.0f %8.1f %8.1f %13.1f %5.0f%%" % (name, flops / 1e9, took,
+              flops / 1e9 / took, rate, 100 * ideal / took))
+    cache = seconds.get("cache_io", 0.0)
+    print("%-16s %7s %8.1f" % ("cache_io", "-", cache))
+    time_sum += cache
+    print("all stages       %7.0f %8.1f %8.1f %13s %5.0f%%" % (flops_sum / 1e9, time_sum,
+          flops_sum / 1e9 / time_sum, "", 100 * ideal_sum / time_sum))
+
+
+if __name__ == "__main__":
+    main()
