@@ -413,10 +413,11 @@ static sym_status update_manifest(retrain *rt, sym_error *err)
 static json_t *settings_json(const retrain *rt)
 {
     const sym_router_cfg *r = &rt->cfg.router;
-    return json_pack("{s:s, s:I, s:f, s:I, s:i}", "objective",
-                     sym_router_objective_name(r->objective), "steps",
-                     (json_int_t)r->steps, "learning_rate", r->learning_rate, "seed",
-                     (json_int_t)rt->cfg.seed, "threads", rt->threads);
+    return json_pack("{s:s, s:s, s:I, s:f, s:I, s:i}", "objective",
+                     sym_router_objective_name(r->objective), "domain_weights",
+                     r->domain_weights == SYM_DOMAIN_WEIGHTS_LENS ? "lens" : "uniform",
+                     "steps", (json_int_t)r->steps, "learning_rate", r->learning_rate,
+                     "seed", (json_int_t)rt->cfg.seed, "threads", rt->threads);
 }
 
 /* Replaces every layer's router entry in merge-report.json and records the settings. */

@@ -104,6 +104,8 @@ done
 "$BIN" retrain-router -q --router-objective distill --router-domain-weights uniform \
     "$tmp/out" || { echo "retrain-router --router-domain-weights uniform failed"; exit 1; }
 routers_only_changed distill || fail=1
+grep -q '"domain_weights": "uniform"' "$tmp/out/merge-report.json" ||
+    { echo "merge-report.json does not record the uniform domain weights"; fail=1; }
 
 # Back to the merge's settings: the routers are the merge's again.
 "$BIN" retrain-router -q --router-objective distill "$tmp/out" ||

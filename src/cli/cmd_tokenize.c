@@ -38,7 +38,10 @@ static void print_help(FILE *out)
             "  --bos            put the BOS id first\n"
             "  --eos            put the EOS id last\n"
             "  --keep-special   with --decode, keep special tokens such as <s> in the text\n"
-            "  -h, --help       print this help and exit\n");
+            "  -h, --help       print this help and exit\n"
+            "\n"
+            "Exit status: 0 success, 1 failure (unreadable input, an id outside the\n"
+            "vocabulary), 2 usage error.\n");
 }
 
 static int parse_options(int argc, char **argv, tokenize_options *options)
