@@ -169,11 +169,12 @@ static void check_damage(const char *dir, const uint8_t *data)
         return;
     CHECK(pwrite(fd, data, TENSOR_BYTES, TENSOR_OFFSET) == (ssize_t)TENSOR_BYTES);
 
+    char name[] = "model.layers.3.mlp.w2";
     sym_sample sample;
-    sym_sample_init(&sample, "model.layers.3.mlp.w2", TENSOR_BYTES);
+    sym_sample_init(&sample, name, TENSOR_BYTES);
     sym_sample_feed(&sample, 0, data, TENSOR_BYTES);
     sym_journal_record rec = {
-        .name = "model.layers.3.mlp.w2",
+        .name = name,
         .offset = TENSOR_OFFSET,
         .length = TENSOR_BYTES,
         .xxh3 = XXH3_64bits(data, TENSOR_BYTES),
