@@ -92,6 +92,10 @@ static sym_status expect_scalar(cfg_reader *r, yaml_node_t *node, const char *ke
     if (*text == NULL)
         return sym_error_set(r->err, SYM_ERR_INVALID, "%s: '%s' must be a single value (line %zu)",
                              r->path, key, node ? node->start_mark.line + 1 : 0);
+    /* A quoted "\0" would otherwise cut the value short without a word. */
+    if (strlen(*text) != node->data.scalar.length)
+        return sym_error_set(r->err, SYM_ERR_INVALID, "%s: '%s' contains a NUL character "
+                             "(line %zu)", r->path, key, node->start_mark.line + 1);
     return SYM_OK;
 }
 
@@ -222,10 +226,14 @@ static sym_status expect_mapping(cfg_reader *r, yaml_node_t *node, const char *w
 /* Reads a mapping key, which must be a plain scalar. */
 static sym_status pair_key(cfg_reader *r, yaml_node_pair_t *pair, const char **key)
 {
-    *key = scalar_text(node_at(r, pair->key));
+    yaml_node_t *node = node_at(r, pair->key);
+    *key = scalar_text(node);
     if (*key == NULL)
         return sym_error_set(r->err, SYM_ERR_INVALID, "%s: a mapping key is not a plain value",
                              r->path);
+    if (strlen(*key) != node->data.scalar.length)
+        return sym_error_set(r->err, SYM_ERR_INVALID, "%s: the key '%s...' contains a NUL "
+                             "character (line %zu)", r->path, *key, node->start_mark.line + 1);
     return SYM_OK;
 }
 
@@ -620,6 +628,12 @@ sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_er
         s = sym_error_set(err, SYM_ERR_INVALID,
                           "%s: 'experts_per_token' is %lld but there are only %zu experts",
                           path, (long long)cfg->experts_per_token, cfg->n_experts);
+    if (s == SYM_OK && cfg->router.objective == SYM_ROUTER_DISTILL_TOPK &&
+        cfg->experts_per_token < 2)
+        s = sym_error_set(err, SYM_ERR_INVALID,
+                          "%s: the distill-topk objective needs experts_per_token of 2 or "
+                          "more: with one expert per token its weight is always 1, so the "
+                          "router gets no gradient", path);
     yaml_document_delete(&r.doc);
     return s;
 }

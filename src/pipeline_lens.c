@@ -213,8 +213,11 @@ static void normalise(const sym_lens_input *in, const double *cost_sum, const si
     size_t tokens = 0;
     for (size_t d = 0; d < in->experts; d++) {
         mean[d] = picked[d] > 0 ? cost_sum[d] / (double)picked[d] : 0.0;
-        total += mean[d] * (double)in->per_domain[d];
-        tokens += in->per_domain[d];
+        /* A domain without samples keeps weight 1 and is left out of the scaling. */
+        if (picked[d] > 0) {
+            total += mean[d] * (double)in->per_domain[d];
+            tokens += in->per_domain[d];
+        }
     }
     double scale = total > 0.0 && isfinite(total) ? (double)tokens / total : 0.0;
     for (size_t d = 0; d < in->experts; d++)

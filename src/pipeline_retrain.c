@@ -289,6 +289,11 @@ static sym_status stage_router(retrain *rt, int l, sym_error *err)
     return s;
 }
 
+/* Largest domain weight accepted from a work file. The merge's weights average 1 over the
+ * calibration tokens, so no domain's weight exceeds the number of domains (at most 64)
+ * unless its share of the tokens is tiny. */
+#define MAX_DOMAIN_WEIGHT 1000.0
+
 /* Reads the domain weights the merge recorded for router l in layer-<l>.json. */
 static sym_status read_domain_weights(const retrain *rt, int l, double *weights,
                                       sym_error *err)
@@ -310,10 +315,17 @@ static sym_status read_domain_weights(const retrain *rt, int l, double *weights,
     for (size_t e = 0; e < rt->cfg.n_experts && s == SYM_OK; e++) {
         json_t *v = json_array_get(array, e);
         weights[e] = json_number_value(v);
-        if (!json_is_number(v) || !(weights[e] >= 0.0) || !isfinite(weights[e]))
+        if (!json_is_number(v) || !(weights[e] >= 0.0) || !(weights[e] <= MAX_DOMAIN_WEIGHT))
             s = sym_error_set(err, SYM_ERR_FORMAT, "%s: router.domain_weights[%zu] is not a "
-                              "finite number >= 0", path, e);
+                              "number in [0, %g]; rerun the merge to rewrite it", path, e,
+                              MAX_DOMAIN_WEIGHT);
     }
+    double sum = 0.0;
+    for (size_t e = 0; e < rt->cfg.n_experts && s == SYM_OK; e++)
+        sum += weights[e];
+    if (s == SYM_OK && !(sum > 0.0))
+        s = sym_error_set(err, SYM_ERR_FORMAT, "%s: router.domain_weights are all 0; rerun "
+                          "the merge to rewrite them", path);
     json_decref(j);
     return s;
 }

@@ -67,6 +67,10 @@ sym_status router_check(const sym_router_config *c, const sym_router_data *data,
     if (c->top_k < 1 || c->top_k > c->experts)
         return sym_error_set(err, SYM_ERR_INVALID, "router: top_k %zu; expected 1 to %zu",
                              c->top_k, c->experts);
+    if (c->objective == SYM_ROUTER_DISTILL_TOPK && c->top_k < 2)
+        return sym_error_set(err, SYM_ERR_INVALID, "router: the distill-topk objective needs "
+                             "top_k of 2 or more: with one expert per token its weight is "
+                             "always 1, so the router gets no gradient");
     if (sym_router_objective_name(c->objective) == NULL)
         return sym_error_set(err, SYM_ERR_INVALID, "router: unknown objective %d",
                              (int)c->objective);

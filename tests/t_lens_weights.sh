@@ -126,6 +126,27 @@ sys.exit(fail)
 PYEOF
 [ $? -eq 0 ] || exit 1
 
+# Damaged recorded weights: all zero, or far beyond what the merge writes. Each is an
+# error naming the file, and the model stays as it was.
+for bad in "[0, 0, 0, 0]" "[1e30, 1, 1, 1]"; do
+    rm -rf "$tmp/damaged" && cp -R "$tmp/out" "$tmp/damaged"
+    "$PY" - "$tmp/damaged/symphony-work/layer-2.json" "$bad" <<'PYEOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+report['router']['domain_weights'] = json.loads(sys.argv[2])
+json.dump(report, open(sys.argv[1], 'w'))
+PYEOF
+    "$BIN" retrain-router -q "$tmp/damaged" 2>"$tmp/err"
+    rc=$?
+    [ $rc -eq 1 ] || { echo "domain weights $bad: exit $rc, expected 1"; exit 1; }
+    grep -q "layer-2.json: router.domain_weights" "$tmp/err" ||
+        { echo "domain weights $bad: message does not name the file and key:"
+          cat "$tmp/err"; exit 1; }
+    cmp -s "$tmp/out/model-00001-of-00001.safetensors" \
+        "$tmp/damaged/model-00001-of-00001.safetensors" ||
+        { echo "domain weights $bad: a failed retraining changed the model"; exit 1; }
+done
+
 # Uniform weights: the report records none, and the routers change.
 "$BIN" merge -q --router-domain-weights uniform "$tmp/merge.yml" "$tmp/uniform" ||
     { echo "merge with uniform domain weights failed"; exit 1; }

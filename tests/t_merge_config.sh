@@ -67,6 +67,23 @@ config "$tmp/dtype.yml"
 sed -i 's/dtype: float32/dtype: int8/' "$tmp/dtype.yml"
 expect 1 "'dtype' is 'int8'; expected bfloat16, float16 or float32" "$tmp/dtype.yml" "$tmp/o"
 expect 1 "needs about" --memory-limit 1K "$tmp/ok.yml" "$tmp/o"
+config "$tmp/topk1.yml" "experts_per_token: 1" "symphony:" "  router:" \
+    "    objective: distill-topk"
+expect 1 "distill-topk objective needs experts_per_token of 2" "$tmp/topk1.yml" "$tmp/o"
+config "$tmp/topk1-cli.yml" "experts_per_token: 1"
+expect 2 "distill-topk needs experts_per_token of 2" --router-objective distill-topk \
+    "$tmp/topk1-cli.yml" "$tmp/o"
+# A YAML "\0" escape puts a NUL character inside a value or a key. printf writes the
+# backslash as is; dash's echo would turn it into a NUL byte, which YAML rejects earlier.
+config "$tmp/nul.yml" "symphony:" "  router:"
+printf '%s\n' '    domain_weights: "uniform\0"' >>"$tmp/nul.yml"
+expect 1 "'symphony.router.domain_weights' contains a NUL character (line 8)" \
+    "$tmp/nul.yml" "$tmp/o"
+config "$tmp/nulkey.yml" "symphony:"
+printf '%s\n' '  "seed\0x": 1' >>"$tmp/nulkey.yml"
+expect 1 "the key 'seed...' contains a NUL character (line 7)" "$tmp/nulkey.yml" "$tmp/o"
+config "$tmp/weights.yml" "symphony:" "  router:" "    domain_weights: LENS"
+expect 1 "is 'LENS'; expected one of: lens, uniform" "$tmp/weights.yml" "$tmp/o"
 [ -e "$tmp/o" ] || [ -e "$tmp/o.partial" ] && { echo "a rejected merge left output"; fail=1; }
 
 # The documented example config uses every key and is valid.

@@ -210,6 +210,25 @@ static void check_bad_label(void)
     CHECKF(strstr(err.message, "token 7") != NULL, "message: %s", err.message);
 }
 
+/* With one expert per token the top-k weight is always 1: the objective has no gradient,
+ * so the trainer rejects the setting instead of leaving the router untrained. */
+static void check_topk_needs_two(void)
+{
+    sym_router_config c;
+    sym_router_config_init(&c, EXPERTS, HIDDEN);
+    c.objective = SYM_ROUTER_DISTILL_TOPK;
+    c.top_k = 1;
+    sym_router_dense dense = {y, EXPERTS, HIDDEN};
+    sym_router_data data = {x, TOKENS, labels, sym_router_dense_experts, &dense};
+    float w[EXPERTS * HIDDEN] = {0};
+    double loss;
+    sym_error err;
+    sym_status status = sym_router_objective_eval(&c, &data, w, batch, BATCH, &loss, NULL,
+                                                  &err);
+    CHECK(status == SYM_ERR_INVALID);
+    CHECKF(strstr(err.message, "top_k of 2") != NULL, "message: %s", err.message);
+}
+
 int main(void)
 {
     for (int i = 0; i < TOKENS * HIDDEN; i++)
@@ -239,5 +258,6 @@ int main(void)
     }
     check_balance_dominates();
     check_bad_label();
+    check_topk_needs_two();
     return test_finish("test_router_grad");
 }

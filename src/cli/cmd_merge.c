@@ -295,6 +295,11 @@ static int apply_overrides(const merge_args *a, sym_merge_config *cfg)
         !sym_router_objective_parse(a->router_objective, &cfg->router.objective))
         return cli_usage_error("merge", "--router-objective '%s' is not distill, "
                                "distill-topk or classify", a->router_objective);
+    if (cfg->router.objective == SYM_ROUTER_DISTILL_TOPK && cfg->experts_per_token < 2)
+        return cli_usage_error("merge", "--router-objective distill-topk needs "
+                               "experts_per_token of 2 or more (the config has %lld): with "
+                               "one expert per token the router gets no gradient",
+                               (long long)cfg->experts_per_token);
     if (a->router_domain_weights != NULL && strcmp(a->router_domain_weights, "lens") == 0)
         cfg->router.domain_weights = SYM_DOMAIN_WEIGHTS_LENS;
     else if (a->router_domain_weights != NULL &&
