@@ -231,9 +231,11 @@ static double probe_read(const char *path, uint64_t *bytes_read)
     return total > 0 && seconds > 0 ? (double)total / seconds : 0;
 }
 
-/* Best of a few 256^3 SGEMMs, in FLOP/s. */
-static double probe_gemm(void)
+/* Best of a few 256^3 SGEMMs, in FLOP/s, on the merge's thread count: without the call
+ * OpenBLAS uses every core, which is not what the merge runs with. */
+static double probe_gemm(int threads)
 {
+    openblas_set_num_threads(threads > 0 ? threads : 1);
     enum { N = 256, REPS = 5 };
     float *a = malloc(3 * N * N * sizeof *a);
     if (a == NULL)
@@ -359,14 +361,15 @@ static void count_disk(const sym_merge_config *cfg, const sym_model_config *c, s
     plan->disk_needed = plan->output_bytes + plan->cache_bytes + (1u << 20);
 }
 
-/* NOTE: a rough estimate. On the real fixtures it gave about 1 s for a merge that took
- * 5.5 s, because per-call overheads at small sizes and non-GEMM work are not modelled. */
-static void estimate_time(sym_merge_plan *plan, const char *probe_file)
+/* NOTE: a rough estimate. For fixtures/configs/real.yml it gave 26 s for a merge that
+ * took 42 s, because per-call overheads at small sizes and non-GEMM work are not
+ * modelled. */
+static void estimate_time(sym_merge_plan *plan, const char *probe_file, int threads)
 {
     uint64_t probed = 0;
     plan->read_bytes_per_s = probe_file != NULL ? probe_read(probe_file, &probed) : 0;
     plan->probe_bytes = probed;
-    plan->gemm_flops_per_s = probe_gemm();
+    plan->gemm_flops_per_s = probe_gemm(threads);
     double io = plan->read_bytes_per_s;
     plan->seconds_read = io > 0 ? (double)plan->read_bytes / io : (double)NAN;
     /* Writes are assumed to run at the measured read speed. */
@@ -412,7 +415,7 @@ void sym_merge_estimate(const sym_merge_config *cfg, const sym_merge_options *op
     size_t calibrated_models = plan->calibration_tokens > 0 ? n_models : 0;
     count_flops(cfg, c, calibrated_models, plan->calibration_tokens, plan);
     plan->memory_limit = opts->memory_limit;
-    estimate_time(plan, largest);
+    estimate_time(plan, largest, opts->threads);
 }
 
 /* Free space of the output's parent directory; UINT64_MAX when it cannot be read. */
