@@ -192,6 +192,21 @@ grep -q "more than --memory-limit (1.00 MiB)" "$tmp/err.txt" ||
     { echo "memory problem not listed:"; cat "$tmp/err.txt"; fail=1; }
 grep -q "^  memory" "$tmp/plan.txt" || { echo "plan not printed with the problem"; fail=1; }
 
+# What is already at OUTPUT_DIR: an interrupted merge would be resumed, a directory kept.
+mkdir -p "$tmp/out.partial"
+"$BIN" merge --check "$tmp/merge.yml" "$tmp/out" >"$tmp/plan.txt" 2>&1
+grep -q "out.partial exists, so the merge would resume it" "$tmp/plan.txt" ||
+    { echo "--check does not mention the partial output:"; cat "$tmp/plan.txt"; fail=1; }
+"$BIN" merge --check --json "$tmp/merge.yml" "$tmp/out" >"$tmp/plan.json" 2>&1
+grep -q '"output_state": "partial"' "$tmp/plan.json" ||
+    { echo "JSON plan has no partial output_state"; fail=1; }
+rmdir "$tmp/out.partial"
+mkdir -p "$tmp/out"
+"$BIN" merge --check "$tmp/merge.yml" "$tmp/out" >"$tmp/plan.txt" 2>&1
+grep -q "out exists: the merge does nothing if it holds this merge" "$tmp/plan.txt" ||
+    { echo "--check does not mention the existing output:"; cat "$tmp/plan.txt"; fail=1; }
+rmdir "$tmp/out"
+
 # Usage errors.
 "$BIN" merge --check >/dev/null 2>&1; [ $? -eq 2 ] || { echo "--check without CONFIG: not 2"; fail=1; }
 "$BIN" merge --check a b c >/dev/null 2>&1; [ $? -eq 2 ] || { echo "--check a b c: not 2"; fail=1; }

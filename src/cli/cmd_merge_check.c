@@ -3,6 +3,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "symphony/merge.h"
@@ -100,6 +102,20 @@ static json_t *plan_json(const sym_merge_plan *p, const char *config, const char
     return j;
 }
 
+/* Returns what a merge into output would find there: "partial" (it would resume),
+ * "exists" (done already, or --force needed), or "new". */
+static const char *output_state(const char *output)
+{
+    char partial[4096];
+    struct stat st;
+    if (output == NULL)
+        return "new";
+    if (snprintf(partial, sizeof partial, "%s.partial", output) < (int)sizeof partial &&
+        stat(partial, &st) == 0)
+        return "partial";
+    return stat(output, &st) == 0 ? "exists" : "new";
+}
+
 int cli_merge_check(const sym_merge_config *cfg, const sym_merge_options *opts,
                     const char *config, bool json)
 {
@@ -111,6 +127,7 @@ int cli_merge_check(const sym_merge_config *cfg, const sym_merge_options *opts,
     }
     if (json) {
         json_t *j = plan_json(&plan, config, opts->output);
+        json_object_set_new(j, "output_state", json_string(output_state(opts->output)));
         json_dumpf(j, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
         putchar('\n');
         json_decref(j);
@@ -125,6 +142,13 @@ int cli_merge_check(const sym_merge_config *cfg, const sym_merge_options *opts,
                       plan.n_problems);
     else if (!json && cli_verbosity > 0)
         printf("the merge can run\n");
+    const char *state = output_state(opts->output);
+    if (!json && cli_verbosity > 0 && strcmp(state, "partial") == 0)
+        printf("note: %s.partial exists, so the merge would resume it (--restart starts "
+               "over); the plan above counts the whole merge\n", opts->output);
+    else if (!json && cli_verbosity > 0 && strcmp(state, "exists") == 0)
+        printf("note: %s exists: the merge does nothing if it holds this merge, and "
+               "otherwise needs --force\n", opts->output);
     sym_merge_plan_free(&plan);
     return rc;
 }
