@@ -50,7 +50,7 @@ waited=$(( $(now_ms) - sent ))
 [ $waited -lt 1000 ] || { echo "exit took $waited ms after the second SIGINT"; fail=1; }
 [ -d "$tmp/out.partial" ] || { echo "no out.partial after the interrupt"; fail=1; }
 [ ! -e "$tmp/out" ] || { echo "the interrupted merge published out"; fail=1; }
-grep -q "finishing the current step; press Ctrl-C again to stop now" "$tmp/err.txt" ||
+grep -q "finishing the current step; interrupt again (Ctrl-C) to stop now" "$tmp/err.txt" ||
     { echo "no acknowledgement of the first SIGINT:"; cat "$tmp/err.txt"; fail=1; }
 grep -q "to resume, run:" "$tmp/err.txt" || { echo "no resume command"; fail=1; }
 grep -q "^  '$tmp/bin dir/symphony-stream' merge -q " "$tmp/err.txt" ||

@@ -383,8 +383,8 @@ static void format_resume_command(int argc, char **argv, char *buf, size_t size)
 static void prepare_signal_texts(int argc, char **argv, const char *output)
 {
     snprintf(first_signal_text, sizeof first_signal_text,
-             CLI_NAME ": interrupted: finishing the current step; press Ctrl-C again to stop "
-             "now, the work of this layer will be redone on resume\n");
+             CLI_NAME ": interrupted: finishing the current step; interrupt again (Ctrl-C) to "
+             "stop now, the work of this layer will be redone on resume\n");
     char command[sizeof second_signal_text / 2];
     format_resume_command(argc, argv, command, sizeof command);
     snprintf(second_signal_text, sizeof second_signal_text,
