@@ -87,6 +87,23 @@ def main():
     time_sum += cache
     print("all stages       %7.0f %8.1f %8.1f %13s %5.0f%%" % (flops_sum / 1e9, time_sum,
           flops_sum / 1e9 / time_sum, "", 100 * ideal_sum / time_sum))
+    print_alignment_steps(report)
+
+
+def print_alignment_steps(report):
+    """Print the alignment stage's seconds per step, summed over layers and sources, and
+    the mean identity fraction of the permutations."""
+    steps, identity = {}, []
+    for layer in report["layers"]:
+        for diag in layer.get("alignment", []):
+            identity.append(diag["identity_fraction"])
+            for name, took in diag.get("seconds", {}).items():
+                steps[name] = steps.get(name, 0.0) + took
+    if steps:
+        print("alignment steps: " + ", ".join("%s %.1f s" % kv for kv in sorted(steps.items())))
+    if identity:
+        print("identity fraction of the permutations: mean %.4f over %d"
+              % (sum(identity) / len(identity), len(identity)))
 
 
 if __name__ == "__main__":

@@ -474,10 +474,26 @@ static sym_status source_forward(sym_pipeline *p, size_t m, int l, float *act, s
     return s;
 }
 
+/* Appends source e's alignment diagnostics and the seconds of its steps: statistics and
+ * correlation, the assignment solve, and writing the correlation file. */
+static void append_diag(json_t *diags, size_t e, const sym_align_diag *dg,
+                        const double seconds[3])
+{
+    json_t *j = json_pack("{s:i, s:f, s:f, s:i, s:i}", "source", (json_int_t)e,
+                          "mean_matched_corr", dg->mean_matched_corr, "identity_fraction",
+                          dg->identity_fraction, "dead_anchor", (json_int_t)dg->dead_anchor,
+                          "dead_source", (json_int_t)dg->dead_source);
+    json_object_set_new(j, "seconds", json_pack("{s:f, s:f, s:f}", "correlation", seconds[0],
+                                                "assignment", seconds[1], "store",
+                                                seconds[2]));
+    json_array_append_new(diags, j);
+}
+
 static sym_status align_source(sym_pipeline *p, size_t e, int l, json_t *diags, sym_error *err)
 {
     size_t f = p->d_ff;
     sym_act_stats sa = {0}, sb = {0};
+    double t0 = now_s(), seconds[3] = {0, 0, 0};
     float *corr = malloc(f * f * sizeof *corr);
     sym_status s = corr == NULL ? sym_error_set(err, SYM_ERR_NOMEM, "alignment: out of memory")
                                 : SYM_OK;
@@ -495,22 +511,24 @@ static sym_status align_source(sym_pipeline *p, size_t e, int l, json_t *diags, 
         s = sym_act_stats_finish(&sb, err);
     if (s == SYM_OK)
         s = sym_align_correlation(p->act_anchor, &sa, p->act, &sb, 0, corr, err);
+    double t1 = now_s();
     if (s == SYM_OK)
         s = sym_align_solve(corr, f, p->setup.opts->threads, p->perm[e], NULL, err);
+    double t2 = now_s();
+    sym_align_diag dg;
     if (s == SYM_OK) {
-        sym_align_diag dg;
         sym_align_diagnose(corr, f, p->perm[e], &sa, &sb, &dg);
-        json_t *j = json_pack("{s:i, s:f, s:f, s:i, s:i}", "source", (json_int_t)e,
-                              "mean_matched_corr", dg.mean_matched_corr, "identity_fraction",
-                              dg.identity_fraction, "dead_anchor", (json_int_t)dg.dead_anchor,
-                              "dead_source", (json_int_t)dg.dead_source);
-        json_array_append_new(diags, j);
         char path[4096];
         work_path(p, path, sizeof path, "stats", l, (int)e, "sta");
         sym_actstore_record rec = {SYM_ACTSTORE_CORRELATION, (uint32_t)l, (uint32_t)e, f,
                                    p->tokens, f, 0, sb.mean, sb.std, corr};
         s = sym_actstore_write(path, &rec, 0, err);
     }
+    seconds[0] = t1 - t0;
+    seconds[1] = t2 - t1;
+    seconds[2] = now_s() - t2;
+    if (s == SYM_OK)
+        append_diag(diags, e, &dg, seconds);
     sym_act_stats_free(&sa);
     sym_act_stats_free(&sb);
     free(corr);
