@@ -44,6 +44,11 @@ struct sym_pipeline {
     float *act_anchor, *act;
     int32_t *perm[SYM_MAX_SOURCES];
     float *router;
+    /* One buffer for the large f32 matrices of a layer, used in turn by each source's
+     * weights, the correlation matrix, the merged attention and the merged experts.
+     * Reusing it spares the page faults of allocating each of them anew. */
+    float *weights;
+    size_t weight_floats;
     sym_layer_state state;
     sym_merged_layer layer;
     sym_merged_attn attn;
@@ -155,6 +160,28 @@ static sym_status build_rope(sym_pipeline *p, sym_error *err)
     return s;
 }
 
+/* Sizes p->weights for the largest of its uses and lends it to every source's pass. */
+static sym_status allocate_weights(sym_pipeline *p, sym_error *err)
+{
+    size_t d = p->hidden, f = p->d_ff;
+    size_t qd = p->attn.heads * p->attn.head_dim, kvd = p->attn.kv_heads * p->attn.head_dim;
+    size_t uses[] = {2 * qd * d + 2 * kvd * d, p->n_experts * 3 * f * d, f * f};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++)
+        n = uses[i] > n ? uses[i] : n;
+    for (size_t m = 0; m < p->n_models; m++)
+        if (sym_forward_weight_floats(p->fw[m]) > n)
+            n = (size_t)sym_forward_weight_floats(p->fw[m]);
+    p->weights = malloc(n * sizeof *p->weights + 1);
+    if (p->weights == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "calibration: out of memory for the %zu MiB "
+                             "f32 layer buffer", (n * sizeof(float)) >> 20);
+    p->weight_floats = n;
+    for (size_t m = 0; m < p->n_models; m++)
+        sym_forward_lend_weights(p->fw[m], p->weights);
+    return SYM_OK;
+}
+
 static sym_status allocate(sym_pipeline *p, sym_error *err)
 {
     bool failed = false;
@@ -210,6 +237,8 @@ sym_status sym_pipeline_create(sym_pipeline **out, const sym_pipeline_setup *set
     if (s == SYM_OK)
         s = build_rope(p, err);
     if (s == SYM_OK)
+        s = allocate_weights(p, err);
+    if (s == SYM_OK)
         s = sym_pipeline_write_router_setup(p->cfg, setup->opts->threads, &p->calib, p->hidden,
                                             p->work_dir, err);
     if (s == SYM_OK)
@@ -218,26 +247,18 @@ sym_status sym_pipeline_create(sym_pipeline **out, const sym_pipeline_setup *set
     return s;
 }
 
-/* The merged layer's attention and expert weights are allocated only while the merged
- * pass uses them, so they never share memory with a source model's layer, and the expert
+/* The merged layer's attention and expert weights lie in p->weights only while the merged
+ * pass uses them, so they never share memory with a source model's layer. The expert
  * weights are released before router training when their outputs are cached. */
 static void free_merged_attention(sym_merged_layer *w)
 {
-    float **bufs[] = {&w->q, &w->k, &w->v, &w->o};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        free(*bufs[i]);
-        *bufs[i] = NULL;
-    }
+    w->q = w->k = w->v = w->o = NULL;
 }
 
 static void free_merged_experts(sym_merged_layer *w)
 {
-    for (size_t e = 0; e < w->experts; e++) {
-        free(w->gate[e]);
-        free(w->up[e]);
-        free(w->down[e]);
+    for (size_t e = 0; e < w->experts; e++)
         w->gate[e] = w->up[e] = w->down[e] = NULL;
-    }
 }
 
 void sym_pipeline_free(sym_pipeline *p)
@@ -254,7 +275,7 @@ void sym_pipeline_free(sym_pipeline *p)
         free(p->perm[e]);
     free_merged_experts(&p->layer);
     free_merged_attention(&p->layer);
-    float *bufs[] = {p->hm, p->x, p->act_anchor, p->act, p->router, p->layer.in_norm,
+    float *bufs[] = {p->weights, p->hm, p->x, p->act_anchor, p->act, p->router, p->layer.in_norm,
                      p->layer.post_norm, p->attn.cos_t, p->attn.sin_t};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
@@ -345,14 +366,10 @@ static sym_status load_merged_attention(sym_pipeline *p, int l, sym_error *err)
     sym_merged_layer *w = &p->layer;
     size_t d = p->hidden, qd = p->attn.heads * p->attn.head_dim;
     size_t kvd = p->attn.kv_heads * p->attn.head_dim;
-    bool failed = false;
-    w->q = alloc_floats(qd * d, &failed);
-    w->k = alloc_floats(kvd * d, &failed);
-    w->v = alloc_floats(kvd * d, &failed);
-    w->o = alloc_floats(d * qd, &failed);
-    if (failed)
-        return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for the merged "
-                             "attention weights (%zu x %zu f32 each)", l, qd, d);
+    w->q = p->weights;
+    w->k = w->q + qd * d;
+    w->v = w->k + kvd * d;
+    w->o = w->v + kvd * d;
     sym_status s = produce_into(p, SYM_JOB_NORM, SYM_ROLE_INPUT_NORM, l, w->in_norm, d, err);
     if (s == SYM_OK)
         s = produce_into(p, SYM_JOB_NORM, SYM_ROLE_POST_NORM, l, w->post_norm, d, err);
@@ -371,16 +388,11 @@ static sym_status load_merged_experts(sym_pipeline *p, int l, sym_error *err)
 {
     sym_merged_layer *w = &p->layer;
     size_t d = p->hidden, f = p->d_ff;
-    bool failed = false;
     for (size_t e = 0; e < p->n_experts; e++) {
-        w->gate[e] = alloc_floats(f * d, &failed);
-        w->up[e] = alloc_floats(f * d, &failed);
-        w->down[e] = alloc_floats(f * d, &failed);
+        w->gate[e] = p->weights + 3 * e * f * d;
+        w->up[e] = w->gate[e] + f * d;
+        w->down[e] = w->up[e] + f * d;
     }
-    if (failed)
-        return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for the merged "
-                             "experts (%zu x 3 matrices of %zu x %zu f32)", l, p->n_experts,
-                             f, d);
     sym_status s = SYM_OK;
     for (size_t e = 0; e < p->n_experts && s == SYM_OK; e++) {
         s = read_expert(p, e, SYM_ROLE_FFN_GATE, l, w->gate[e], err);
@@ -494,11 +506,8 @@ static sym_status align_source(sym_pipeline *p, size_t e, int l, json_t *diags, 
     size_t f = p->d_ff;
     sym_act_stats sa = {0}, sb = {0};
     double t0 = now_s(), seconds[3] = {0, 0, 0};
-    float *corr = malloc(f * f * sizeof *corr);
-    sym_status s = corr == NULL ? sym_error_set(err, SYM_ERR_NOMEM, "alignment: out of memory")
-                                : SYM_OK;
-    if (s == SYM_OK)
-        s = sym_act_stats_init(&sa, f, err);
+    float *corr = p->weights; /* no source's weights are loaded during the alignment */
+    sym_status s = sym_act_stats_init(&sa, f, err);
     if (s == SYM_OK)
         s = sym_act_stats_init(&sb, f, err);
     if (s == SYM_OK)
@@ -531,7 +540,6 @@ static sym_status align_source(sym_pipeline *p, size_t e, int l, json_t *diags, 
         append_diag(diags, e, &dg, seconds);
     sym_act_stats_free(&sa);
     sym_act_stats_free(&sb);
-    free(corr);
     return s;
 }
 
