@@ -344,7 +344,7 @@ static int write_config(const char *dir, const synth_spec *s)
         perm_params(s, &mul, &add);
         json_object_set_new(c, "synthetic_base_seed", json_integer((json_int_t)s->base_seed));
         json_object_set_new(c, "synthetic_perturbation", json_integer(s->perturb));
-        /* Position i of every FFN holds base neuron (multiplier i + offset) mod d_ff. */
+        /* FFN position i stores base neuron (multiplier i + offset) mod d_ff. */
         json_object_set_new(c, "synthetic_ffn_permutation",
                             json_pack("{s:I,s:I}", "multiplier", (json_int_t)mul, "offset",
                                       (json_int_t)add));

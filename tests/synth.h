@@ -29,7 +29,7 @@ typedef struct synth_spec {
      * base_seed behave like fine-tunes of one base model. */
     uint64_t base_seed;
     int perturb;         /* adds k/1024, |k| <= perturb (at most 64), to non-norm values */
-    bool permute_ffn;    /* stores FFN neuron ffn_perm(i) of the base at position i */
+    bool permute_ffn;    /* stores base FFN neuron synth_ffn_perm(i) at position i */
 } synth_spec;
 
 /* Fills a spec with a tiny default model (2 layers, hidden 16, F32, one file). */
