@@ -91,16 +91,21 @@ def main():
 
 
 def print_alignment_steps(report):
-    """Print the alignment stage's seconds per step, summed over layers and sources, and
-    the mean identity fraction of the permutations."""
-    steps, identity = {}, []
+    """Print the seconds per step of the alignment and router training stages, summed
+    over layers (and sources), and the mean identity fraction of the permutations."""
+    steps, identity, router = {}, [], {}
     for layer in report["layers"]:
+        for name, took in layer.get("router", {}).get("seconds", {}).items():
+            router[name] = router.get(name, 0.0) + took
         for diag in layer.get("alignment", []):
             identity.append(diag["identity_fraction"])
             for name, took in diag.get("seconds", {}).items():
                 steps[name] = steps.get(name, 0.0) + took
     if steps:
         print("alignment steps: " + ", ".join("%s %.1f s" % kv for kv in sorted(steps.items())))
+    if router:
+        print("router_training steps: " +
+              ", ".join("%s %.1f s" % kv for kv in sorted(router.items())))
     if identity:
         print("identity fraction of the permutations: mean %.4f over %d"
               % (sum(identity) / len(identity), len(identity)))

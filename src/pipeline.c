@@ -46,7 +46,8 @@ struct sym_pipeline {
     float *router;
     /* One buffer for the large f32 matrices of a layer, used in turn by each source's
      * weights, the correlation matrix, the merged attention and the merged experts.
-     * Reusing it spares the page faults of allocating each of them anew. */
+     * Reusing it spares the page faults of allocating each of them anew. It exists only
+     * while a layer is computed, so it never shares memory with writing the output. */
     float *weights;
     size_t weight_floats;
     sym_layer_state state;
@@ -160,8 +161,8 @@ static sym_status build_rope(sym_pipeline *p, sym_error *err)
     return s;
 }
 
-/* Sizes p->weights for the largest of its uses and lends it to every source's pass. */
-static sym_status allocate_weights(sym_pipeline *p, sym_error *err)
+/* Sizes p->weights for the largest of its uses. */
+static void size_weights(sym_pipeline *p)
 {
     size_t d = p->hidden, f = p->d_ff;
     size_t qd = p->attn.heads * p->attn.head_dim, kvd = p->attn.kv_heads * p->attn.head_dim;
@@ -172,14 +173,28 @@ static sym_status allocate_weights(sym_pipeline *p, sym_error *err)
     for (size_t m = 0; m < p->n_models; m++)
         if (sym_forward_weight_floats(p->fw[m]) > n)
             n = (size_t)sym_forward_weight_floats(p->fw[m]);
-    p->weights = malloc(n * sizeof *p->weights + 1);
-    if (p->weights == NULL)
-        return sym_error_set(err, SYM_ERR_NOMEM, "calibration: out of memory for the %zu MiB "
-                             "f32 layer buffer", (n * sizeof(float)) >> 20);
     p->weight_floats = n;
+}
+
+/* Allocates p->weights and lends it to every source's pass. */
+static sym_status acquire_weights(sym_pipeline *p, int l, sym_error *err)
+{
+    p->weights = malloc(p->weight_floats * sizeof *p->weights + 1);
+    if (p->weights == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for the %zu MiB "
+                             "f32 layer buffer", l, (p->weight_floats * sizeof(float)) >> 20);
     for (size_t m = 0; m < p->n_models; m++)
         sym_forward_lend_weights(p->fw[m], p->weights);
     return SYM_OK;
+}
+
+static void release_weights(sym_pipeline *p)
+{
+    for (size_t m = 0; m < p->n_models; m++)
+        if (p->fw[m] != NULL)
+            sym_forward_lend_weights(p->fw[m], NULL);
+    free(p->weights);
+    p->weights = NULL;
 }
 
 static sym_status allocate(sym_pipeline *p, sym_error *err)
@@ -237,7 +252,7 @@ sym_status sym_pipeline_create(sym_pipeline **out, const sym_pipeline_setup *set
     if (s == SYM_OK)
         s = build_rope(p, err);
     if (s == SYM_OK)
-        s = allocate_weights(p, err);
+        size_weights(p);
     if (s == SYM_OK)
         s = sym_pipeline_write_router_setup(p->cfg, setup->opts->threads, &p->calib, p->hidden,
                                             p->work_dir, err);
@@ -267,6 +282,7 @@ void sym_pipeline_free(sym_pipeline *p)
         return;
     if (p->setup.sources != NULL)
         p->setup.sources->layer_state = NULL;
+    release_weights(p);
     for (size_t m = 0; m < p->n_models; m++) {
         sym_forward_free(p->fw[m]);
         free(p->h[m]);
@@ -275,7 +291,7 @@ void sym_pipeline_free(sym_pipeline *p)
         free(p->perm[e]);
     free_merged_experts(&p->layer);
     free_merged_attention(&p->layer);
-    float *bufs[] = {p->weights, p->hm, p->x, p->act_anchor, p->act, p->router, p->layer.in_norm,
+    float *bufs[] = {p->hm, p->x, p->act_anchor, p->act, p->router, p->layer.in_norm,
                      p->layer.post_norm, p->attn.cos_t, p->attn.sin_t};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
@@ -728,6 +744,7 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
     bool lens = p->cfg->router.domain_weights == SYM_DOMAIN_WEIGHTS_LENS;
     if (s == SYM_OK)
         s = sym_pipeline_expert_cache(p->cfg, &p->layer, p->x, p->tokens, &y, err);
+    double t_cache = now_s();
     if (s == SYM_OK && lens)
         s = lens_weights(p, y, weights, err);
     if (y != NULL)
@@ -746,9 +763,12 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
         s = sym_merged_moe(&p->layer, p->router, top_k, p->x, p->tokens, p->hm, err);
     free(y);
     free_merged_experts(&p->layer);
-    if (s == SYM_OK)
-        json_object_set_new(report, "router",
-                            sym_pipeline_router_json(&rr, p->n_experts, lens ? weights : NULL));
+    if (s == SYM_OK) {
+        json_t *router = sym_pipeline_router_json(&rr, p->n_experts, lens ? weights : NULL);
+        json_object_set_new(router, "seconds", json_pack("{s:f, s:f}", "expert_outputs",
+                                                         t_cache - t1, "training", t2 - t_cache));
+        json_object_set_new(report, "router", router);
+    }
     p->state.router = p->router;
     p->seconds[STAGE_MERGED] += (t1 - t0) + (now_s() - t2);
     p->seconds[STAGE_ROUTER] += t2 - t1;
@@ -796,10 +816,13 @@ static sym_status compute_layer(sym_pipeline *p, int l, json_t *report, sym_erro
     json_t *diags = json_array();
     json_object_set_new(report, "alignment", diags);
     progress(p, l, "source forward and alignment");
-    sym_status s = align_layer(p, l, diags, err);
+    sym_status s = acquire_weights(p, l, err);
+    if (s == SYM_OK)
+        s = align_layer(p, l, diags, err);
     progress(p, l, "merged forward and router training");
     if (s == SYM_OK)
         s = merged_layer_pass(p, l, report, err);
+    release_weights(p);
     double t0 = now_s();
     sym_kill_point();
     if (s == SYM_OK)
