@@ -372,7 +372,8 @@ static sym_status read_expert(sym_pipeline *p, size_t e, sym_role role, int l, f
         s = sym_align_permute_cols(dst, p->hidden, p->d_ff, perm, err);
     else if (s == SYM_OK && perm != NULL)
         s = sym_align_permute_rows(dst, p->d_ff, p->hidden, perm, err);
-    if (s == SYM_OK)
+    /* Values read from a tensor of the output dtype are already what the output stores. */
+    if (s == SYM_OK && ref->info->dtype != p->cfg->dtype)
         s = round_to_dtype(dst, ref->info->numel, p->cfg->dtype, err);
     return s;
 }
