@@ -4,8 +4,10 @@
  * activations times W^T). Reports GFLOP/s per shape and for the whole layer, the reference
  * for the merge's compute efficiency. With "correlation" after REPEATS it also times the
  * alignment's neuron correlation block, out[I x I] += za^T zb with za, zb [TOKENS x I].
+ * With "lens" it also times the logit lens of the router's domain weights: TOKENS rows of
+ * normalised states times a block of 512 lm_head rows, transposed.
  *
- * Usage: bench_sgemm TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS [correlation]]
+ * Usage: bench_sgemm TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS [correlation|lens]]
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -86,7 +88,8 @@ static double time_shape(int tokens, int k, int n, int repeats)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS [correlation]]\n",
+        fprintf(stderr, "usage: %s TOKENS HIDDEN INTERMEDIATE THREADS "
+                "[REPEATS [correlation|lens]]\n",
                 argv[0]);
         return 2;
     }
@@ -126,6 +129,15 @@ int main(int argc, char **argv)
         double flops = 2.0 * tokens * (double)inter * inter;
         printf("sgemm correlation %d x %d x %d, %d thread(s): %.3f s, %.1f GFLOP/s\n", inter,
                tokens, inter, threads, seconds, flops / seconds / 1e9);
+    }
+    if (argc > 6 && strcmp(argv[6], "lens") == 0) {
+        int block = 512; /* LENS_BLOCK_ROWS of src/pipeline_lens.c */
+        double seconds = time_shape(tokens, hidden, block, repeats);
+        if (seconds < 0.0)
+            return 1;
+        double flops = 2.0 * tokens * (double)hidden * block;
+        printf("sgemm lens %d x %d x %d, %d thread(s): %.3f s, %.1f GFLOP/s\n", tokens, hidden,
+               block, threads, seconds, flops / seconds / 1e9);
     }
     return 0;
 }

@@ -748,6 +748,7 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
     double t_cache = now_s();
     if (s == SYM_OK && lens)
         s = lens_weights(p, y, weights, err);
+    double t_lens = now_s();
     if (y != NULL)
         free_merged_experts(&p->layer);
     if (s == SYM_OK)
@@ -766,8 +767,10 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
     free_merged_experts(&p->layer);
     if (s == SYM_OK) {
         json_t *router = sym_pipeline_router_json(&rr, p->n_experts, lens ? weights : NULL);
-        json_object_set_new(router, "seconds", json_pack("{s:f, s:f}", "expert_outputs",
-                                                         t_cache - t1, "training", t2 - t_cache));
+        json_object_set_new(router, "seconds",
+                            json_pack("{s:f, s:f, s:f}", "expert_outputs", t_cache - t1,
+                                      "lens_weights", t_lens - t_cache, "training",
+                                      t2 - t_lens));
         json_object_set_new(report, "router", router);
     }
     p->state.router = p->router;
