@@ -242,6 +242,14 @@ if [ "$calibration" -gt 0 ] && [ -n "$layers_list" ]; then
         tee "$dir/sgemm-1024.txt" | tee -a "$results"
     "$sgemm" "$calibration" "$hidden" "$inter" "${THREADS:-1}" 2 |
         tee "$dir/sgemm-$calibration.txt" | tee -a "$results"
+    # Rows of the logit lens multiplication, 0 when the merge used no lens domain weights.
+    lens_rows=$("$py" -c 'import json, sys; sys.path.insert(0, sys.argv[1])
+import calib_efficiency; print(calib_efficiency.lens_rows(json.load(open(sys.argv[2]))))' \
+        "$bench" "$report")
+    if [ "$lens_rows" -gt 0 ]; then
+        "$sgemm" "$lens_rows" "$hidden" "$inter" "${THREADS:-1}" 2 lens |
+            tee "$dir/sgemm-lens.txt" | tee -a "$results"
+    fi
     log "== compute efficiency of the $last-layer calibrated merge against sgemm"
     "$py" "$bench/calib_efficiency.py" --forward-tokens "$forward" "$report" \
         "$dir/src$last-1/config.json" "$dir"/sgemm-*.txt | tee -a "$results"
