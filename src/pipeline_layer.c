@@ -68,7 +68,8 @@ static void causal_softmax(float *scores, size_t L)
 
 /* Causal attention of every (sequence, query head) pair with two sgemm calls each: the
  * scores Q K^T / sqrt(head_dim) over the whole sequence, of which the causal softmax keeps
- * the lower triangle, then the weighted sum of the values. scores holds [L, L]. */
+ * the lower triangle, then the weighted sum of the values. scores has room for L x L
+ * floats. */
 static void attention_core(const sym_merged_attn *a, const float *q, const float *k,
                            const float *v, size_t n_seq, size_t seq_len, float *scores,
                            float *out)

@@ -59,7 +59,8 @@ int main(int argc, char **argv)
         return 2;
     }
     if ((s.perturb > 0 || s.permute_ffn) && s.base_seed == 0) {
-        fprintf(stderr, "%s: perturb and permute_ffn need base_seed\n", argv[0]);
+        fprintf(stderr, "%s: perturb and permute_ffn require base_seed; add base_seed=N\n",
+                argv[0]);
         return 2;
     }
     if (synth_write(argv[1], &s) != 0) {

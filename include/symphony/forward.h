@@ -76,7 +76,7 @@ uint64_t sym_forward_weight_floats(const sym_forward *forward);
 
 /* Makes the pass keep its layer weights in buffer (sym_forward_weight_floats floats or
  * more) instead of its own allocation, which it frees. Several passes may share one buffer
- * if each calls sym_forward_release_weights before another writes the buffer; release
+ * if each calls sym_forward_release_weights before another writes the buffer. Release
  * then keeps the buffer. NULL ends the loan, and the next layer allocates its own again.
  * The buffer must stay valid until the loan ends or the pass is freed. */
 void sym_forward_lend_weights(sym_forward *forward, float *buffer);
