@@ -18,6 +18,11 @@
 # CALIBRATION above 0, sgemm is timed at each shape the pipeline multiplies and
 # bench/calib_efficiency.py compares every stage of the last merge with it.
 # An empty LAYERS, RESUME_LAYERS or TORCH_LAYERS skips that part.
+# SOURCES=unrelated (default) writes the two sources from independent seeds, so their FFN
+# neurons correlate only by chance and the assignment solve meets its hardest case.
+# SOURCES=related writes both from one base (base_seed 1) plus a different perturbation of
+# up to 8/1024 per value, as fine-tunes of one base would be, and stores the second
+# source's FFN neurons in a known permuted order, which the alignment has to undo.
 set -eu
 py=${SYMPHONY_PYTHON:-/usr/bin/python3}
 dir=${BENCH_DIR:-/tmp/symphony-bench-scale}
@@ -26,6 +31,12 @@ limit=${LIMIT:-4294967296}
 resume_layers=${RESUME_LAYERS-4}
 torch_layers=${TORCH_LAYERS-2 4}
 calibration=${CALIBRATION:-0}
+sources=${SOURCES:-unrelated}
+case $sources in
+unrelated) related_1= related_2= ;;
+related) related_1="base_seed=1 perturb=8" related_2="base_seed=1 perturb=8 permute_ffn=1" ;;
+*) echo "b_scale.sh: SOURCES must be related or unrelated, got '$sources'" >&2; exit 2 ;;
+esac
 case ${WIDTH:-13b} in
 13b) shape="hidden=5120 intermediate=13824 heads=40 kv_heads=40" ;;
 7b) shape="hidden=4096 intermediate=11008 heads=32 kv_heads=32" ;;
@@ -57,8 +68,14 @@ cold() {
 make_sources() { # layers
     for seed in 1 2; do
         m="$dir/src$1-$seed"
+        [ -f "$m/config.json" ] && grep -q "\"synthetic_base_seed\"" "$m/config.json" &&
+            [ "$sources" = unrelated ] && rm -rf "$m"
+        [ -f "$m/config.json" ] && ! grep -q "\"synthetic_base_seed\"" "$m/config.json" &&
+            [ "$sources" = related ] && rm -rf "$m"
         [ -f "$m/config.json" ] && continue
-        "$synth" "$m.tmp" layers="$1" $shape vocab=32000 dtype=BF16 shards=2 seed=$seed
+        [ $seed = 1 ] && related=$related_1 || related=$related_2
+        "$synth" "$m.tmp" layers="$1" $shape vocab=32000 dtype=BF16 shards=2 seed=$seed \
+            $related
         mv "$m.tmp" "$m"
     done
     # Calibration text: random lower-case words, different per domain. The synthetic
@@ -102,7 +119,7 @@ log "machine: $(nproc) CPUs, $(sed -n 's/^model name\t*: //p' /proc/cpuinfo | he
     "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory," \
     "kernel $(uname -r)"
 log "binary: $SYMPHONY_BIN; width: ${WIDTH:-13b} ($shape); calibration tokens:" \
-    "$calibration; limit: $limit bytes"
+    "$calibration; sources: $sources; limit: $limit bytes"
 
 for layers in $layers_list; do
     make_sources "$layers"
@@ -225,6 +242,14 @@ if [ "$calibration" -gt 0 ] && [ -n "$layers_list" ]; then
         tee "$dir/sgemm-1024.txt" | tee -a "$results"
     "$sgemm" "$calibration" "$hidden" "$inter" "${THREADS:-1}" 2 |
         tee "$dir/sgemm-$calibration.txt" | tee -a "$results"
+    # Rows of the logit lens multiplication, 0 when the merge used no lens domain weights.
+    lens_rows=$("$py" -c 'import json, sys; sys.path.insert(0, sys.argv[1])
+import calib_efficiency; print(calib_efficiency.lens_rows(json.load(open(sys.argv[2]))))' \
+        "$bench" "$report")
+    if [ "$lens_rows" -gt 0 ]; then
+        "$sgemm" "$lens_rows" "$hidden" "$inter" "${THREADS:-1}" 2 lens |
+            tee "$dir/sgemm-lens.txt" | tee -a "$results"
+    fi
     log "== compute efficiency of the $last-layer calibrated merge against sgemm"
     "$py" "$bench/calib_efficiency.py" --forward-tokens "$forward" "$report" \
         "$dir/src$last-1/config.json" "$dir"/sgemm-*.txt | tee -a "$results"

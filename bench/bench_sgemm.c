@@ -4,10 +4,13 @@
  * activations times W^T). Reports GFLOP/s per shape and for the whole layer, the reference
  * for the merge's compute efficiency. With "correlation" after REPEATS it also times the
  * alignment's neuron correlation block, out[I x I] += za^T zb with za, zb [TOKENS x I].
+ * With "lens" it times only the logit lens of the router's domain weights: TOKENS rows of
+ * normalised states times a block of 512 lm_head rows, transposed.
  *
- * Usage: bench_sgemm TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS [correlation]]
+ * Usage: bench_sgemm TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS [correlation|lens]]
  */
 #include <cblas.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,7 +89,8 @@ static double time_shape(int tokens, int k, int n, int repeats)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s TOKENS HIDDEN INTERMEDIATE THREADS [REPEATS [correlation]]\n",
+        fprintf(stderr, "usage: %s TOKENS HIDDEN INTERMEDIATE THREADS "
+                "[REPEATS [correlation|lens]]\n",
                 argv[0]);
         return 2;
     }
@@ -105,20 +109,23 @@ int main(int argc, char **argv)
         {"gate/up", hidden, inter, 2},
         {"down", inter, hidden, 1},
     };
-    double layer_flops = 0.0, layer_seconds = 0.0;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        double seconds = time_shape(tokens, shapes[i].k, shapes[i].n, repeats);
-        if (seconds < 0.0)
-            return 1;
-        double flops = 2.0 * tokens * shapes[i].k * (double)shapes[i].n;
-        printf("sgemm %-8s %d x %d x %d, %d thread(s): %.3f s, %.1f GFLOP/s\n",
-               shapes[i].name, tokens, shapes[i].k, shapes[i].n, threads, seconds,
-               flops / seconds / 1e9);
-        layer_flops += flops * shapes[i].count;
-        layer_seconds += seconds * shapes[i].count;
+    bool lens_only = argc > 6 && strcmp(argv[6], "lens") == 0;
+    if (!lens_only) {
+        double layer_flops = 0.0, layer_seconds = 0.0;
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            double seconds = time_shape(tokens, shapes[i].k, shapes[i].n, repeats);
+            if (seconds < 0.0)
+                return 1;
+            double flops = 2.0 * tokens * shapes[i].k * (double)shapes[i].n;
+            printf("sgemm %-8s %d x %d x %d, %d thread(s): %.3f s, %.1f GFLOP/s\n",
+                   shapes[i].name, tokens, shapes[i].k, shapes[i].n, threads, seconds,
+                   flops / seconds / 1e9);
+            layer_flops += flops * shapes[i].count;
+            layer_seconds += seconds * shapes[i].count;
+        }
+        printf("sgemm layer: %.1f GFLOP in %.2f s, %.1f GFLOP/s\n", layer_flops / 1e9,
+               layer_seconds, layer_flops / layer_seconds / 1e9);
     }
-    printf("sgemm layer: %.1f GFLOP in %.2f s, %.1f GFLOP/s\n", layer_flops / 1e9,
-           layer_seconds, layer_flops / layer_seconds / 1e9);
     if (argc > 6 && strcmp(argv[6], "correlation") == 0) {
         double seconds = time_correlation(tokens, inter, repeats);
         if (seconds < 0.0)
@@ -126,6 +133,15 @@ int main(int argc, char **argv)
         double flops = 2.0 * tokens * (double)inter * inter;
         printf("sgemm correlation %d x %d x %d, %d thread(s): %.3f s, %.1f GFLOP/s\n", inter,
                tokens, inter, threads, seconds, flops / seconds / 1e9);
+    }
+    if (argc > 6 && strcmp(argv[6], "lens") == 0) {
+        int block = 512; /* LENS_BLOCK_ROWS of src/pipeline_lens.c */
+        double seconds = time_shape(tokens, hidden, block, repeats);
+        if (seconds < 0.0)
+            return 1;
+        double flops = 2.0 * tokens * (double)hidden * block;
+        printf("sgemm lens %d x %d x %d, %d thread(s): %.3f s, %.1f GFLOP/s\n", tokens, hidden,
+               block, threads, seconds, flops / seconds / 1e9);
     }
     return 0;
 }

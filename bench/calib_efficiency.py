@@ -10,9 +10,10 @@ takes the sgemm rate at the shape the stage multiplies. It prints the FLOP rate 
 stage and its ratio to sgemm, which is the time sgemm alone would need divided by the
 stage's time. Shapes: the source forward multiplies FORWARD_TOKENS rows at a time (the
 --forward-tokens option, 512 by default), the merged attention all tokens at once, the
-expert outputs and the correlation blocks 1024 tokens at a time. Work that is no GEMM
-(weight conversion, attention scores, the assignment solve, cache I/O, router steps)
-counts as time only.
+expert outputs and the correlation blocks 1024 tokens at a time, and the logit lens of the
+router's domain weights (when the report has them) all sampled states times blocks of 512
+lm_head rows. Work that is no GEMM (weight conversion, attention softmax, the assignment
+solve, cache I/O, router steps) counts as time only.
 """
 import argparse
 import json
@@ -42,6 +43,20 @@ def forward_rate(rates, tokens, qkvo_flops, ffn_flops):
     return (qkvo_flops + ffn_flops) / seconds
 
 
+def lens_rows(report):
+    """Return the rows of the logit lens multiplication per layer, 0 without lens domain
+    weights: two states (own expert, mixture) per sampled token, and src/pipeline_lens.c
+    samples up to 1024 tokens of each domain, leaving out each sequence's first."""
+    if "domain_weights" not in report["layers"][0].get("router", {}):
+        return 0
+    seq = report["sequence_length"]
+    samples = 0
+    for domain in report["domains"]:
+        usable = domain["tokens"] - (domain["tokens"] + seq - 1) // seq
+        samples += min(usable, 1024)
+    return 2 * samples
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--forward-tokens", type=int, default=512)
@@ -62,14 +77,22 @@ def main():
     models = experts  # the base model is one of the experts in bench/b_scale.sh
     qkvo = 2.0 * tokens * (2 * d * qd + 2 * d * kvd)
     ffn = 2.0 * tokens * 3 * d * f
+    rows = lens_rows(report)
+    lens = layers * 2.0 * rows * d * config["vocab_size"]
+    router_flops = layers * experts * ffn + lens
+    router_seconds = layers * experts * ffn / forward_rate(rates, 1024, 0.0, ffn)
+    if lens > 0 and ("lens", rows) not in rates:
+        print("logit lens not counted: no sgemm lens line for %d rows" % rows)
+        router_flops -= lens
+    elif lens > 0:
+        router_seconds += lens / rates[("lens", rows)]
     stages = [
         ("source_forward", models * layers * (qkvo + ffn),
          forward_rate(rates, args.forward_tokens, qkvo, ffn)),
         ("alignment", (experts - 1) * layers * 2.0 * tokens * f * f,
          rates[("correlation", f)]),
         ("merged_forward", layers * qkvo, rates[("q/k/v/o", tokens)]),
-        ("router_training", layers * experts * ffn, forward_rate(rates, 1024, 0.0, ffn)
-         if ("q/k/v/o", 1024) in rates else None),
+        ("router_training", router_flops, router_flops / router_seconds),
     ]
     seconds = report["stage_seconds"]
     ideal_sum = time_sum = flops_sum = 0.0
@@ -87,6 +110,28 @@ def main():
     time_sum += cache
     print("all stages       %7.0f %8.1f %8.1f %13s %5.0f%%" % (flops_sum / 1e9, time_sum,
           flops_sum / 1e9 / time_sum, "", 100 * ideal_sum / time_sum))
+    print_alignment_steps(report)
+
+
+def print_alignment_steps(report):
+    """Print the seconds per step of the alignment and router training stages, summed
+    over layers (and sources), and the mean identity fraction of the permutations."""
+    steps, identity, router = {}, [], {}
+    for layer in report["layers"]:
+        for name, took in layer.get("router", {}).get("seconds", {}).items():
+            router[name] = router.get(name, 0.0) + took
+        for diag in layer.get("alignment", []):
+            identity.append(diag["identity_fraction"])
+            for name, took in diag.get("seconds", {}).items():
+                steps[name] = steps.get(name, 0.0) + took
+    if steps:
+        print("alignment steps: " + ", ".join("%s %.1f s" % kv for kv in sorted(steps.items())))
+    if router:
+        print("router_training steps: " +
+              ", ".join("%s %.1f s" % kv for kv in sorted(router.items())))
+    if identity:
+        print("identity fraction of the permutations: mean %.4f over %d"
+              % (sum(identity) / len(identity), len(identity)))
 
 
 if __name__ == "__main__":

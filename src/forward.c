@@ -293,9 +293,27 @@ sym_status fwd_ensure_arena(sym_forward *fw, int l, sym_error *err)
 
 void sym_forward_release_weights(sym_forward *fw)
 {
-    free(fw->arena);
-    fw->arena = NULL;
+    if (!fw->arena_lent) {
+        free(fw->arena);
+        fw->arena = NULL;
+    }
     fw->loaded = -1;
+}
+
+uint64_t sym_forward_weight_floats(const sym_forward *fw)
+{
+    return layer_weight_floats(&fw->cfg, fw->experts);
+}
+
+void sym_forward_lend_weights(sym_forward *fw, float *buffer)
+{
+    if (!fw->arena_lent)
+        free(fw->arena);
+    fw->arena = buffer;
+    fw->arena_lent = buffer != NULL;
+    fw->loaded = -1;
+    if (buffer != NULL)
+        carve_weights(fw);
 }
 
 void sym_forward_free(sym_forward *fw)
@@ -303,6 +321,8 @@ void sym_forward_free(sym_forward *fw)
     if (fw == NULL)
         return;
     sym_stream_close(fw->stream);
+    if (fw->arena_lent)
+        fw->arena = NULL;
     float *buffers[] = {fw->arena, fw->final_norm, fw->xn, fw->out, fw->q, fw->attn, fw->k,
                         fw->v, fw->gate, fw->up, fw->scores, fw->head_w, fw->head_logits,
                         fw->moe_x, fw->moe_y, fw->router_p, fw->route_w, fw->kv_k, fw->kv_v,

@@ -28,6 +28,7 @@ struct sym_forward {
     int loaded;          /* layer in the arena, or -1 */
     bool last_pass;      /* no pass follows, so the last layer does not prefetch layer 0 */
     float *arena;
+    bool arena_lent;     /* the arena belongs to the caller (sym_forward_lend_weights) */
     layer_weights w;
     float *final_norm;
     size_t batch_seqs, batch_tokens;

@@ -44,6 +44,12 @@ struct sym_pipeline {
     float *act_anchor, *act;
     int32_t *perm[SYM_MAX_SOURCES];
     float *router;
+    /* One buffer for the large f32 matrices of a layer, used in turn by each source's
+     * weights, the correlation matrix, the merged attention and the merged experts.
+     * Reusing it spares the page faults of allocating each of them anew. It exists only
+     * while a layer is computed, so it never shares memory with writing the output. */
+    float *weights;
+    size_t weight_floats;
     sym_layer_state state;
     sym_merged_layer layer;
     sym_merged_attn attn;
@@ -155,6 +161,42 @@ static sym_status build_rope(sym_pipeline *p, sym_error *err)
     return s;
 }
 
+/* Sizes p->weights for the largest of its uses. */
+static void size_weights(sym_pipeline *p)
+{
+    size_t d = p->hidden, f = p->d_ff;
+    size_t qd = p->attn.heads * p->attn.head_dim, kvd = p->attn.kv_heads * p->attn.head_dim;
+    size_t uses[] = {2 * qd * d + 2 * kvd * d, p->n_experts * 3 * f * d, f * f};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++)
+        n = uses[i] > n ? uses[i] : n;
+    for (size_t m = 0; m < p->n_models; m++)
+        if (sym_forward_weight_floats(p->fw[m]) > n)
+            n = (size_t)sym_forward_weight_floats(p->fw[m]);
+    p->weight_floats = n;
+}
+
+/* Allocates p->weights and lends it to every source's pass. */
+static sym_status acquire_weights(sym_pipeline *p, int l, sym_error *err)
+{
+    p->weights = malloc(p->weight_floats * sizeof *p->weights + 1);
+    if (p->weights == NULL)
+        return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for the %zu MiB "
+                             "f32 layer buffer", l, (p->weight_floats * sizeof(float)) >> 20);
+    for (size_t m = 0; m < p->n_models; m++)
+        sym_forward_lend_weights(p->fw[m], p->weights);
+    return SYM_OK;
+}
+
+static void release_weights(sym_pipeline *p)
+{
+    for (size_t m = 0; m < p->n_models; m++)
+        if (p->fw[m] != NULL)
+            sym_forward_lend_weights(p->fw[m], NULL);
+    free(p->weights);
+    p->weights = NULL;
+}
+
 static sym_status allocate(sym_pipeline *p, sym_error *err)
 {
     bool failed = false;
@@ -210,6 +252,8 @@ sym_status sym_pipeline_create(sym_pipeline **out, const sym_pipeline_setup *set
     if (s == SYM_OK)
         s = build_rope(p, err);
     if (s == SYM_OK)
+        size_weights(p);
+    if (s == SYM_OK)
         s = sym_pipeline_write_router_setup(p->cfg, setup->opts->threads, &p->calib, p->hidden,
                                             p->work_dir, err);
     if (s == SYM_OK)
@@ -218,26 +262,18 @@ sym_status sym_pipeline_create(sym_pipeline **out, const sym_pipeline_setup *set
     return s;
 }
 
-/* The merged layer's attention and expert weights are allocated only while the merged
- * pass uses them, so they never share memory with a source model's layer, and the expert
+/* The merged layer's attention and expert weights lie in p->weights only while the merged
+ * pass uses them, so they never share memory with a source model's layer. The expert
  * weights are released before router training when their outputs are cached. */
 static void free_merged_attention(sym_merged_layer *w)
 {
-    float **bufs[] = {&w->q, &w->k, &w->v, &w->o};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-        free(*bufs[i]);
-        *bufs[i] = NULL;
-    }
+    w->q = w->k = w->v = w->o = NULL;
 }
 
 static void free_merged_experts(sym_merged_layer *w)
 {
-    for (size_t e = 0; e < w->experts; e++) {
-        free(w->gate[e]);
-        free(w->up[e]);
-        free(w->down[e]);
+    for (size_t e = 0; e < w->experts; e++)
         w->gate[e] = w->up[e] = w->down[e] = NULL;
-    }
 }
 
 void sym_pipeline_free(sym_pipeline *p)
@@ -246,6 +282,7 @@ void sym_pipeline_free(sym_pipeline *p)
         return;
     if (p->setup.sources != NULL)
         p->setup.sources->layer_state = NULL;
+    release_weights(p);
     for (size_t m = 0; m < p->n_models; m++) {
         sym_forward_free(p->fw[m]);
         free(p->h[m]);
@@ -335,7 +372,8 @@ static sym_status read_expert(sym_pipeline *p, size_t e, sym_role role, int l, f
         s = sym_align_permute_cols(dst, p->hidden, p->d_ff, perm, err);
     else if (s == SYM_OK && perm != NULL)
         s = sym_align_permute_rows(dst, p->d_ff, p->hidden, perm, err);
-    if (s == SYM_OK)
+    /* Values read from a tensor of the output dtype are already what the output stores. */
+    if (s == SYM_OK && ref->info->dtype != p->cfg->dtype)
         s = round_to_dtype(dst, ref->info->numel, p->cfg->dtype, err);
     return s;
 }
@@ -345,14 +383,10 @@ static sym_status load_merged_attention(sym_pipeline *p, int l, sym_error *err)
     sym_merged_layer *w = &p->layer;
     size_t d = p->hidden, qd = p->attn.heads * p->attn.head_dim;
     size_t kvd = p->attn.kv_heads * p->attn.head_dim;
-    bool failed = false;
-    w->q = alloc_floats(qd * d, &failed);
-    w->k = alloc_floats(kvd * d, &failed);
-    w->v = alloc_floats(kvd * d, &failed);
-    w->o = alloc_floats(d * qd, &failed);
-    if (failed)
-        return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for the merged "
-                             "attention weights (%zu x %zu f32 each)", l, qd, d);
+    w->q = p->weights;
+    w->k = w->q + qd * d;
+    w->v = w->k + kvd * d;
+    w->o = w->v + kvd * d;
     sym_status s = produce_into(p, SYM_JOB_NORM, SYM_ROLE_INPUT_NORM, l, w->in_norm, d, err);
     if (s == SYM_OK)
         s = produce_into(p, SYM_JOB_NORM, SYM_ROLE_POST_NORM, l, w->post_norm, d, err);
@@ -371,16 +405,11 @@ static sym_status load_merged_experts(sym_pipeline *p, int l, sym_error *err)
 {
     sym_merged_layer *w = &p->layer;
     size_t d = p->hidden, f = p->d_ff;
-    bool failed = false;
     for (size_t e = 0; e < p->n_experts; e++) {
-        w->gate[e] = alloc_floats(f * d, &failed);
-        w->up[e] = alloc_floats(f * d, &failed);
-        w->down[e] = alloc_floats(f * d, &failed);
+        w->gate[e] = p->weights + 3 * e * f * d;
+        w->up[e] = w->gate[e] + f * d;
+        w->down[e] = w->up[e] + f * d;
     }
-    if (failed)
-        return sym_error_set(err, SYM_ERR_NOMEM, "layer %d: out of memory for the merged "
-                             "experts (%zu x 3 matrices of %zu x %zu f32)", l, p->n_experts,
-                             f, d);
     sym_status s = SYM_OK;
     for (size_t e = 0; e < p->n_experts && s == SYM_OK; e++) {
         s = read_expert(p, e, SYM_ROLE_FFN_GATE, l, w->gate[e], err);
@@ -474,15 +503,28 @@ static sym_status source_forward(sym_pipeline *p, size_t m, int l, float *act, s
     return s;
 }
 
+/* Appends source e's alignment diagnostics and the seconds of its steps: statistics and
+ * correlation, the assignment solve, and writing the correlation file. */
+static void append_diag(json_t *diags, size_t e, const sym_align_diag *dg,
+                        const double seconds[3])
+{
+    json_t *j = json_pack("{s:i, s:f, s:f, s:i, s:i}", "source", (json_int_t)e,
+                          "mean_matched_corr", dg->mean_matched_corr, "identity_fraction",
+                          dg->identity_fraction, "dead_anchor", (json_int_t)dg->dead_anchor,
+                          "dead_source", (json_int_t)dg->dead_source);
+    json_object_set_new(j, "seconds", json_pack("{s:f, s:f, s:f}", "correlation", seconds[0],
+                                                "assignment", seconds[1], "store",
+                                                seconds[2]));
+    json_array_append_new(diags, j);
+}
+
 static sym_status align_source(sym_pipeline *p, size_t e, int l, json_t *diags, sym_error *err)
 {
     size_t f = p->d_ff;
     sym_act_stats sa = {0}, sb = {0};
-    float *corr = malloc(f * f * sizeof *corr);
-    sym_status s = corr == NULL ? sym_error_set(err, SYM_ERR_NOMEM, "alignment: out of memory")
-                                : SYM_OK;
-    if (s == SYM_OK)
-        s = sym_act_stats_init(&sa, f, err);
+    double t0 = now_s(), seconds[3] = {0, 0, 0};
+    float *corr = p->weights; /* no source's weights are loaded during the alignment */
+    sym_status s = sym_act_stats_init(&sa, f, err);
     if (s == SYM_OK)
         s = sym_act_stats_init(&sb, f, err);
     if (s == SYM_OK)
@@ -495,25 +537,26 @@ static sym_status align_source(sym_pipeline *p, size_t e, int l, json_t *diags, 
         s = sym_act_stats_finish(&sb, err);
     if (s == SYM_OK)
         s = sym_align_correlation(p->act_anchor, &sa, p->act, &sb, 0, corr, err);
+    double t1 = now_s();
     if (s == SYM_OK)
         s = sym_align_solve(corr, f, p->setup.opts->threads, p->perm[e], NULL, err);
+    double t2 = now_s();
+    sym_align_diag dg;
     if (s == SYM_OK) {
-        sym_align_diag dg;
         sym_align_diagnose(corr, f, p->perm[e], &sa, &sb, &dg);
-        json_t *j = json_pack("{s:i, s:f, s:f, s:i, s:i}", "source", (json_int_t)e,
-                              "mean_matched_corr", dg.mean_matched_corr, "identity_fraction",
-                              dg.identity_fraction, "dead_anchor", (json_int_t)dg.dead_anchor,
-                              "dead_source", (json_int_t)dg.dead_source);
-        json_array_append_new(diags, j);
         char path[4096];
         work_path(p, path, sizeof path, "stats", l, (int)e, "sta");
         sym_actstore_record rec = {SYM_ACTSTORE_CORRELATION, (uint32_t)l, (uint32_t)e, f,
                                    p->tokens, f, 0, sb.mean, sb.std, corr};
         s = sym_actstore_write(path, &rec, 0, err);
     }
+    seconds[0] = t1 - t0;
+    seconds[1] = t2 - t1;
+    seconds[2] = now_s() - t2;
+    if (s == SYM_OK)
+        append_diag(diags, e, &dg, seconds);
     sym_act_stats_free(&sa);
     sym_act_stats_free(&sb);
-    free(corr);
     return s;
 }
 
@@ -702,8 +745,10 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
     bool lens = p->cfg->router.domain_weights == SYM_DOMAIN_WEIGHTS_LENS;
     if (s == SYM_OK)
         s = sym_pipeline_expert_cache(p->cfg, &p->layer, p->x, p->tokens, &y, err);
+    double t_cache = now_s();
     if (s == SYM_OK && lens)
         s = lens_weights(p, y, weights, err);
+    double t_lens = now_s();
     if (y != NULL)
         free_merged_experts(&p->layer);
     if (s == SYM_OK)
@@ -720,9 +765,14 @@ static sym_status merged_layer_pass(sym_pipeline *p, int l, json_t *report, sym_
         s = sym_merged_moe(&p->layer, p->router, top_k, p->x, p->tokens, p->hm, err);
     free(y);
     free_merged_experts(&p->layer);
-    if (s == SYM_OK)
-        json_object_set_new(report, "router",
-                            sym_pipeline_router_json(&rr, p->n_experts, lens ? weights : NULL));
+    if (s == SYM_OK) {
+        json_t *router = sym_pipeline_router_json(&rr, p->n_experts, lens ? weights : NULL);
+        json_object_set_new(router, "seconds",
+                            json_pack("{s:f, s:f, s:f}", "expert_outputs", t_cache - t1,
+                                      "lens_weights", t_lens - t_cache, "training",
+                                      t2 - t_lens));
+        json_object_set_new(report, "router", router);
+    }
     p->state.router = p->router;
     p->seconds[STAGE_MERGED] += (t1 - t0) + (now_s() - t2);
     p->seconds[STAGE_ROUTER] += t2 - t1;
@@ -770,10 +820,13 @@ static sym_status compute_layer(sym_pipeline *p, int l, json_t *report, sym_erro
     json_t *diags = json_array();
     json_object_set_new(report, "alignment", diags);
     progress(p, l, "source forward and alignment");
-    sym_status s = align_layer(p, l, diags, err);
+    sym_status s = acquire_weights(p, l, err);
+    if (s == SYM_OK)
+        s = align_layer(p, l, diags, err);
     progress(p, l, "merged forward and router training");
     if (s == SYM_OK)
         s = merged_layer_pass(p, l, report, err);
+    release_weights(p);
     double t0 = now_s();
     sym_kill_point();
     if (s == SYM_OK)

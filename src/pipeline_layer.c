@@ -48,42 +48,45 @@ static void rope_rows(const sym_merged_attn *a, float *x, size_t heads, size_t n
     }
 }
 
-/* Causal attention of one query row over keys 0..pos of its sequence. */
-static void attend(const sym_merged_attn *a, const float *q, const float *k, const float *v,
-                   size_t pos, size_t kv_stride, float *scores, float *out)
+/* Causal softmax of the scores [L, L] in place: row i keeps columns 0..i, normalised to
+ * sum to 1, and the columns after i become 0. */
+static void causal_softmax(float *scores, size_t L)
 {
-    size_t hd = a->head_dim;
-    float scale = 1.0f / sqrtf((float)hd), max = -INFINITY;
-    for (size_t j = 0; j <= pos; j++) {
-        float dot = 0;
-        for (size_t i = 0; i < hd; i++)
-            dot += q[i] * k[j * kv_stride + i];
-        scores[j] = dot * scale;
-        max = scores[j] > max ? scores[j] : max;
+    for (size_t i = 0; i < L; i++) {
+        float *row = scores + i * L, max = -INFINITY, sum = 0;
+        for (size_t j = 0; j <= i; j++)
+            max = row[j] > max ? row[j] : max;
+        for (size_t j = 0; j <= i; j++) {
+            row[j] = expf(row[j] - max);
+            sum += row[j];
+        }
+        for (size_t j = 0; j <= i; j++)
+            row[j] /= sum;
+        memset(row + i + 1, 0, (L - i - 1) * sizeof *row);
     }
-    float sum = 0;
-    for (size_t j = 0; j <= pos; j++) {
-        scores[j] = expf(scores[j] - max);
-        sum += scores[j];
-    }
-    memset(out, 0, hd * sizeof *out);
-    for (size_t j = 0; j <= pos; j++)
-        for (size_t i = 0; i < hd; i++)
-            out[i] += scores[j] / sum * v[j * kv_stride + i];
 }
 
+/* Causal attention of every (sequence, query head) pair with two sgemm calls each: the
+ * scores Q K^T / sqrt(head_dim) over the whole sequence, of which the causal softmax keeps
+ * the lower triangle, then the weighted sum of the values. scores has room for L x L
+ * floats. */
 static void attention_core(const sym_merged_attn *a, const float *q, const float *k,
                            const float *v, size_t n_seq, size_t seq_len, float *scores,
                            float *out)
 {
     size_t hd = a->head_dim, qd = a->heads * hd, kvd = a->kv_heads * hd;
-    size_t group = a->heads / a->kv_heads;
+    size_t group = a->heads / a->kv_heads, L = seq_len;
+    float scale = 1.0f / sqrtf((float)hd);
     for (size_t s = 0; s < n_seq; s++) {
         for (size_t h = 0; h < a->heads; h++) {
-            size_t base = s * seq_len, kv = (h / group) * hd;
-            for (size_t i = 0; i < seq_len; i++)
-                attend(a, q + (base + i) * qd + h * hd, k + base * kvd + kv,
-                       v + base * kvd + kv, i, kvd, scores, out + (base + i) * qd + h * hd);
+            size_t base = s * L, kv = (h / group) * hd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)L, (int)L, (int)hd,
+                        scale, q + base * qd + h * hd, (int)qd, k + base * kvd + kv,
+                        (int)kvd, 0.0f, scores, (int)L);
+            causal_softmax(scores, L);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)L, (int)hd, (int)L,
+                        1.0f, scores, (int)L, v + base * kvd + kv, (int)kvd, 0.0f,
+                        out + base * qd + h * hd, (int)qd);
         }
     }
 }
@@ -95,7 +98,7 @@ sym_status sym_merged_attention(const sym_merged_attn *a, const sym_merged_layer
     size_t qd = a->heads * a->head_dim, kvd = a->kv_heads * a->head_dim;
     float *q = malloc(t * qd * sizeof *q), *k = malloc(t * kvd * sizeof *k);
     float *v = malloc(t * kvd * sizeof *v), *o = malloc(t * qd * sizeof *o);
-    float *scores = malloc(seq_len * sizeof *scores);
+    float *scores = malloc(seq_len * seq_len * sizeof *scores);
     sym_status s = SYM_OK;
     if (q == NULL || k == NULL || v == NULL || o == NULL || scores == NULL) {
         s = sym_error_set(err, SYM_ERR_NOMEM, "merged attention: out of memory");

@@ -47,23 +47,105 @@ static bool is_norm(const char *name)
     return strstr(name, "norm") != NULL;
 }
 
-/* Per-tensor part of the hash, so that encode() computes it once per tensor. */
-static uint64_t tensor_key(const synth_spec *spec, const char *name)
+/* How the values of one tensor are computed. */
+typedef struct tensor_gen {
+    uint64_t key;       /* per-tensor hash of the values (of the base, for related sources) */
+    uint64_t delta_key; /* per-tensor hash of the perturbation */
+    int perturb;
+    bool norm;
+    int neurons;        /* 0: no permutation, 1: rows are FFN neurons, 2: columns are */
+    uint64_t cols;
+    uint64_t mul, add, n; /* the neuron permutation (a i + b) mod n */
+} tensor_gen;
+
+static uint64_t gcd(uint64_t a, uint64_t b)
 {
-    return name_hash(name) ^ mix64(spec->seed);
+    while (b != 0) {
+        uint64_t r = a % b;
+        a = b;
+        b = r;
+    }
+    return a;
 }
 
-static float value_at(uint64_t key, bool norm, uint64_t i)
+/* Multiplier and offset of the FFN permutation; a = 1 and b = 0 when it is off. */
+static void perm_params(const synth_spec *spec, uint64_t *mul, uint64_t *add)
+{
+    uint64_t n = (uint64_t)spec->intermediate;
+    *mul = 1;
+    *add = 0;
+    if (!spec->permute_ffn || n < 3)
+        return;
+    *mul = 2 + mix64(spec->seed ^ 0x7065726dull) % (n - 2);
+    while (gcd(*mul, n) != 1)
+        *mul = *mul + 1 < n ? *mul + 1 : 2;
+    *add = mix64(spec->seed ^ 0x6f6666ull) % n;
+}
+
+uint64_t synth_ffn_perm(const synth_spec *spec, uint64_t i)
+{
+    uint64_t mul, add;
+    perm_params(spec, &mul, &add);
+    return (mul * i + add) % (uint64_t)spec->intermediate;
+}
+
+static int neuron_axis(const synth_spec *spec, const char *name)
+{
+    if (!spec->permute_ffn)
+        return 0;
+    if (strstr(name, "mlp.gate_proj") != NULL || strstr(name, "mlp.up_proj") != NULL)
+        return 1;
+    return strstr(name, "mlp.down_proj") != NULL ? 2 : 0;
+}
+
+/* The per-tensor part of the hashes, so that encode() computes it once per tensor. */
+static tensor_gen tensor_setup(const synth_spec *spec, const char *name)
+{
+    tensor_gen g = {0};
+    uint64_t h = name_hash(name);
+    g.norm = is_norm(name);
+    if (spec->base_seed == 0) {
+        g.key = h ^ mix64(spec->seed);
+        return g;
+    }
+    g.key = h ^ mix64(spec->base_seed);
+    g.delta_key = h ^ mix64(spec->seed ^ 0x64656c7461ull);
+    g.perturb = g.norm ? 0 : spec->perturb;
+    g.neurons = neuron_axis(spec, name);
+    g.n = (uint64_t)spec->intermediate;
+    g.cols = g.neurons == 2 ? g.n : (uint64_t)spec->hidden;
+    perm_params(spec, &g.mul, &g.add);
+    return g;
+}
+
+/* Level k of element i: the value is k / 1024, or 1 + k / 64 for norm weights. */
+static int level_at(uint64_t key, bool norm, uint64_t i)
 {
     uint64_t h = mix64(key ^ (i * 0x2545f4914f6cdd1dull));
-    if (norm)
-        return 1.0f + (float)((int)(h & 15) - 8) / 64.0f;
-    return (float)((int)(h & 255) - 128) / 1024.0f;
+    return norm ? (int)(h & 15) - 8 : (int)(h & 255) - 128;
+}
+
+static float gen_value(const tensor_gen *g, uint64_t i)
+{
+    uint64_t src = i;
+    if (g->neurons == 1)
+        src = (g->mul * (i / g->cols) + g->add) % g->n * g->cols + i % g->cols;
+    else if (g->neurons == 2)
+        src = i / g->cols * g->cols + (g->mul * (i % g->cols) + g->add) % g->n;
+    int k = level_at(g->key, g->norm, src);
+    if (g->norm)
+        return 1.0f + (float)k / 64.0f;
+    if (g->perturb > 0) {
+        uint64_t h = mix64(g->delta_key ^ (i * 0x9e3779b97f4a7c15ull));
+        k += (int)(h % (uint64_t)(2 * g->perturb + 1)) - g->perturb;
+    }
+    return (float)k / 1024.0f;
 }
 
 float synth_value(const synth_spec *spec, const char *name, uint64_t i)
 {
-    return value_at(tensor_key(spec, name), is_norm(name), i);
+    tensor_gen g = tensor_setup(spec, name);
+    return gen_value(&g, i);
 }
 
 typedef struct synth_tensor {
@@ -134,10 +216,9 @@ static size_t elem_size(sym_dtype d)
 static void encode(const synth_spec *s, const synth_tensor *t, uint8_t *out)
 {
     uint64_t count = t->rows * (t->cols ? t->cols : 1);
-    uint64_t key = tensor_key(s, t->name);
-    bool norm = is_norm(t->name);
+    tensor_gen g = tensor_setup(s, t->name);
     for (uint64_t i = 0; i < count; i++) {
-        float v = value_at(key, norm, i);
+        float v = gen_value(&g, i);
         uint32_t bits;
         memcpy(&bits, &v, 4);
         if (s->dtype == SYM_DTYPE_F32) {
@@ -258,6 +339,16 @@ static int write_config(const char *dir, const synth_spec *s)
                                                       : s->dtype == SYM_DTYPE_F16 ? "float16"
                                                                                   : "bfloat16"));
     json_object_set_new(c, "synthetic_generator_seed", json_integer((json_int_t)s->seed));
+    if (s->base_seed != 0) {
+        uint64_t mul, add;
+        perm_params(s, &mul, &add);
+        json_object_set_new(c, "synthetic_base_seed", json_integer((json_int_t)s->base_seed));
+        json_object_set_new(c, "synthetic_perturbation", json_integer(s->perturb));
+        /* FFN position i stores base neuron (multiplier i + offset) mod d_ff. */
+        json_object_set_new(c, "synthetic_ffn_permutation",
+                            json_pack("{s:I,s:I}", "multiplier", (json_int_t)mul, "offset",
+                                      (json_int_t)add));
+    }
     return write_json(dir, "config.json", c);
 }
 

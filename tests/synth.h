@@ -24,6 +24,12 @@ typedef struct synth_spec {
     bool with_inv_freq;  /* also store rotary_emb.inv_freq (older checkpoints do) */
     bool sparse;         /* write headers only and extend the files with holes */
     int max_position;    /* max_position_embeddings; 0 means 256 */
+    /* Related sources: with base_seed nonzero, every value comes from base_seed, and seed
+     * only chooses the perturbation and the FFN permutation, so checkpoints with one
+     * base_seed behave like fine-tunes of one base model. */
+    uint64_t base_seed;
+    int perturb;         /* adds k/1024, |k| <= perturb (at most 64), to non-norm values */
+    bool permute_ffn;    /* stores base FFN neuron synth_ffn_perm(i) at position i */
 } synth_spec;
 
 /* Fills a spec with a tiny default model (2 layers, hidden 16, F32, one file). */
@@ -36,5 +42,9 @@ int synth_write(const char *dir, const synth_spec *spec);
 /* Returns the value synth_write stores at element i of the tensor with this name; exact in
  * F32, F16 and BF16. */
 float synth_value(const synth_spec *spec, const char *name, uint64_t i);
+
+/* Returns the base neuron stored at FFN position i: (a i + b) mod intermediate with a and b
+ * from the seed, gcd(a, intermediate) = 1; i itself when permute_ffn is off. */
+uint64_t synth_ffn_perm(const synth_spec *spec, uint64_t i);
 
 #endif

@@ -1,7 +1,7 @@
 /* Writes a synthetic Llama checkpoint (see tests/synth.h).
  * usage: tool_synth DIR [key=value...]; keys: layers hidden intermediate heads kv_heads vocab
  * dtype(F32|F16|BF16) tied(0|1) shards seed prefix omit_rope_theta(0|1) rope_theta inv_freq(0|1) sparse(0|1)
- * max_position */
+ * max_position base_seed perturb permute_ffn(0|1) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +40,9 @@ int main(int argc, char **argv)
         else if (strcmp(key, "inv_freq") == 0) s.with_inv_freq = v != 0;
         else if (strcmp(key, "sparse") == 0) s.sparse = v != 0;
         else if (strcmp(key, "max_position") == 0) s.max_position = (int)v;
+        else if (strcmp(key, "base_seed") == 0) s.base_seed = (uint64_t)v;
+        else if (strcmp(key, "perturb") == 0) s.perturb = (int)v;
+        else if (strcmp(key, "permute_ffn") == 0) s.permute_ffn = v != 0;
         else if (strcmp(key, "dtype") == 0) {
             if (!sym_dtype_from_name(value, &s.dtype)) {
                 fprintf(stderr, "%s: unknown dtype '%s'\n", argv[0], value);
@@ -49,6 +52,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s: unknown key '%s'\n", argv[0], key);
             return 2;
         }
+    }
+    if (s.perturb < 0 || s.perturb > 64) {
+        fprintf(stderr, "%s: perturb must be 0 to 64 (units of 1/1024), got %d\n", argv[0],
+                s.perturb);
+        return 2;
+    }
+    if ((s.perturb > 0 || s.permute_ffn) && s.base_seed == 0) {
+        fprintf(stderr, "%s: perturb and permute_ffn require base_seed; add base_seed=N\n",
+                argv[0]);
+        return 2;
     }
     if (synth_write(argv[1], &s) != 0) {
         perror(argv[1]);

@@ -66,8 +66,20 @@ sym_status sym_forward_create(sym_forward **forward, const sym_model *model,
 void sym_forward_free(sym_forward *forward);
 
 /* Frees the f32 copy of the loaded layer's weights. The next sym_forward_layer
- * allocates it again, so callers that hold several passes can keep one layer at a time. */
+ * allocates it again, so callers that hold several passes can keep one layer at a time.
+ * With a lent buffer it only marks the weights as not loaded. */
 void sym_forward_release_weights(sym_forward *forward);
+
+/* Returns the floats of one layer's f32 weights, the size a buffer lent with
+ * sym_forward_lend_weights needs. */
+uint64_t sym_forward_weight_floats(const sym_forward *forward);
+
+/* Makes the pass keep its layer weights in buffer (sym_forward_weight_floats floats or
+ * more) instead of its own allocation, which it frees. Several passes may share one buffer
+ * if each calls sym_forward_release_weights before another writes the buffer. Release
+ * then keeps the buffer. NULL ends the loan, and the next layer allocates its own again.
+ * The buffer must stay valid until the loan ends or the pass is freed. */
+void sym_forward_lend_weights(sym_forward *forward, float *buffer);
 
 /* Returns how many sequences of options->seq_len tokens one batch contains. */
 size_t sym_forward_batch_sequences(const sym_forward *forward);
