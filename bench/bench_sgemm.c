@@ -35,55 +35,45 @@ static float *random_matrix(size_t count, unsigned seed)
     return m;
 }
 
-/* Times the correlation block out[n x n] += za^T zb, za and zb [tokens x n]; returns the
- * best seconds. */
-static double time_correlation(int tokens, int n, int repeats)
+/* Times c[m x n] = op(a) op(b) + beta c, row-major, where op(a) is [m x k] and op(b)
+ * [k x n], a stored transposed when trans_a and b when trans_b; returns the best seconds,
+ * or -1 when out of memory. */
+static double time_gemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
+                        int repeats)
 {
-    float *za = random_matrix((size_t)tokens * (size_t)n, 3);
-    float *zb = random_matrix((size_t)tokens * (size_t)n, 4);
-    float *out = calloc((size_t)n * (size_t)n, sizeof *out);
+    float *a = random_matrix((size_t)m * (size_t)k, 1);
+    float *b = random_matrix((size_t)k * (size_t)n, 2);
+    float *c = calloc((size_t)m * (size_t)n, sizeof *c);
     double best = -1.0;
-    if (za == NULL || zb == NULL || out == NULL) {
-        fprintf(stderr, "bench_sgemm: out of memory for %d x %d x %d\n", n, tokens, n);
+    if (a == NULL || b == NULL || c == NULL) {
+        fprintf(stderr, "bench_sgemm: out of memory for %d x %d x %d\n", m, k, n);
     } else {
         for (int r = 0; r < repeats; r++) {
             double t0 = now_seconds();
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, tokens, 1.0f, za, n, zb,
-                        n, 1.0f, out, n);
+            cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                        trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a,
+                        trans_a ? m : k, b, trans_b ? k : n, beta, c, n);
             double t = now_seconds() - t0;
             if (best < 0.0 || t < best)
                 best = t;
         }
     }
-    free(za);
-    free(zb);
-    free(out);
+    free(a);
+    free(b);
+    free(c);
     return best;
 }
 
-/* Times out[tokens x n] = x[tokens x k] * W[n x k]^T; returns the best seconds. */
+/* Times the correlation block out[n x n] += za^T zb, za and zb [tokens x n]. */
+static double time_correlation(int tokens, int n, int repeats)
+{
+    return time_gemm(true, false, n, n, tokens, 1.0f, repeats);
+}
+
+/* Times out[tokens x n] = x[tokens x k] * W[n x k]^T. */
 static double time_shape(int tokens, int k, int n, int repeats)
 {
-    float *x = random_matrix((size_t)tokens * (size_t)k, 1);
-    float *w = random_matrix((size_t)n * (size_t)k, 2);
-    float *out = malloc((size_t)tokens * (size_t)n * sizeof *out);
-    double best = -1.0;
-    if (x == NULL || w == NULL || out == NULL) {
-        fprintf(stderr, "bench_sgemm: out of memory for %d x %d x %d\n", tokens, k, n);
-    } else {
-        for (int r = 0; r < repeats; r++) {
-            double t0 = now_seconds();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tokens, n, k, 1.0f, x, k, w,
-                        k, 0.0f, out, n);
-            double t = now_seconds() - t0;
-            if (best < 0.0 || t < best)
-                best = t;
-        }
-    }
-    free(x);
-    free(w);
-    free(out);
-    return best;
+    return time_gemm(false, true, tokens, n, k, 0.0f, repeats);
 }
 
 int main(int argc, char **argv)

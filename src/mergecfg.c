@@ -31,6 +31,9 @@ static const char *const expert_unsupported[] = {"noise_scale", "residual_scale"
 static const char *const symphony_keys[] = {"anchor", "calibration_tokens", "sequence_length",
                                             "attention", "weights", "rope", "router", "seed",
                                             "cache_dtype", NULL};
+/* Spellings of sym_domain_weights, in enum order. */
+static const char *const domain_weights_names[] = {"lens", "uniform", NULL};
+
 static const char *const router_keys[] = {"init", "objective", "steps", "learning_rate",
                                           "balance_weight", "batch_size", "domain_weights",
                                           NULL};
@@ -92,7 +95,7 @@ static sym_status expect_scalar(cfg_reader *r, yaml_node_t *node, const char *ke
     if (*text == NULL)
         return sym_error_set(r->err, SYM_ERR_INVALID, "%s: '%s' must be a single value (line %zu)",
                              r->path, key, node ? node->start_mark.line + 1 : 0);
-    /* A quoted "\0" would otherwise cut the value short without a word. */
+    /* A quoted "\0" would otherwise cut the value short silently. */
     if (strlen(*text) != node->data.scalar.length)
         return sym_error_set(r->err, SYM_ERR_INVALID, "%s: '%s' contains a NUL character "
                              "(line %zu)", r->path, key, node->start_mark.line + 1);
@@ -327,7 +330,6 @@ static sym_status read_router(cfg_reader *r, yaml_node_t *node, sym_router_cfg *
 {
     static const char *const inits[] = {"gate_mode", "zero", NULL};
     static const char *const objectives[] = {"classify", "distill", "distill-topk", NULL};
-    static const char *const domain_weights[] = {"lens", "uniform", NULL};
     sym_status s = expect_mapping(r, node, "'symphony.router'");
     FOR_EACH_PAIR(node, pair) {
         const char *key;
@@ -350,7 +352,8 @@ static sym_status read_router(cfg_reader *r, yaml_node_t *node, sym_router_cfg *
         } else if (strcmp(key, "learning_rate") == 0) {
             s = read_double(r, v, "symphony.router.learning_rate", 0.0, &router->learning_rate);
         } else if (strcmp(key, "domain_weights") == 0) {
-            s = read_choice(r, v, "symphony.router.domain_weights", domain_weights, &choice);
+            s = read_choice(r, v, "symphony.router.domain_weights", domain_weights_names,
+                            &choice);
             router->domain_weights = (sym_domain_weights)choice;
         } else if (strcmp(key, "batch_size") == 0) {
             s = read_int(r, v, "symphony.router.batch_size", 1, 1 << 24, &router->batch_size);
@@ -673,6 +676,22 @@ const char *sym_attention_mode_name(sym_attention_mode mode)
 {
     static const char *const names[] = {"slerp", "linear", "base"};
     return names[mode];
+}
+
+const char *sym_domain_weights_name(sym_domain_weights weights)
+{
+    return domain_weights_names[weights];
+}
+
+bool sym_domain_weights_from_name(const char *name, sym_domain_weights *weights)
+{
+    for (int i = 0; domain_weights_names[i] != NULL; i++) {
+        if (strcmp(name, domain_weights_names[i]) == 0) {
+            *weights = (sym_domain_weights)i;
+            return true;
+        }
+    }
+    return false;
 }
 
 bool sym_output_dtype_from_name(const char *name, sym_dtype *dtype)

@@ -350,13 +350,20 @@ static sym_status capture_write(void *context, const float *values, size_t count
     return SYM_OK;
 }
 
+sym_status sym_pipeline_produce(const sym_merge_sources *sources, sym_job_kind kind,
+                                sym_role role, int layer, float *dst, size_t count,
+                                sym_error *err)
+{
+    sym_tensor_job job = {kind, role, layer, -1};
+    capture c = {.dst = dst, .cap = count};
+    sym_tensor_sink sink = {capture_write, &c};
+    return sym_produce_tensor(sources, &job, &sink, err);
+}
+
 static sym_status produce_into(sym_pipeline *p, sym_job_kind kind, sym_role role, int l,
                                float *dst, size_t count, sym_error *err)
 {
-    sym_tensor_job job = {kind, role, l, -1};
-    capture c = {.dst = dst, .cap = count};
-    sym_tensor_sink sink = {capture_write, &c};
-    sym_status s = sym_produce_tensor(p->setup.sources, &job, &sink, err);
+    sym_status s = sym_pipeline_produce(p->setup.sources, kind, role, l, dst, count, err);
     if (s == SYM_OK)
         s = round_to_dtype(dst, count, p->cfg->dtype, err);
     return s;
@@ -701,7 +708,8 @@ json_t *sym_pipeline_router_json(const sym_router_report *r, size_t experts,
     return j;
 }
 
-/* Domain weights of layer l's router loss; p->hm holds the residual after the attention. */
+/* Computes the domain weights of the current layer's router loss. p->hm is then the
+ * residual stream after the layer's attention. */
 static sym_status lens_weights(sym_pipeline *p, const float *y, double *weights,
                                sym_error *err)
 {

@@ -87,6 +87,12 @@ sym_status sym_merged_experts_all(const sym_merged_layer *w, const float *x, siz
 void sym_merged_mix(const sym_merged_layer *w, const float *router, size_t top_k,
                     const float *x, const float *y, size_t tokens, float *h);
 
+/* Produces one tensor of the merged model (job kind, role, layer; expert -1) into dst, count
+ * floats, in f32 before any rounding to the output dtype. */
+sym_status sym_pipeline_produce(const sym_merge_sources *sources, sym_job_kind kind,
+                                sym_role role, int layer, float *dst, size_t count,
+                                sym_error *err);
+
 /* What the logit-lens domain weights (pipeline_lens.c) read at one layer. */
 typedef struct sym_lens_input {
     const sym_merge_sources *sources; /* produces the final norm and lm_head */
@@ -100,9 +106,10 @@ typedef struct sym_lens_input {
     float eps; /* RMSNorm epsilon of the final norm */
 } sym_lens_input;
 
-/* Computes weights [experts]: each domain's mean square root of the KL divergence between
- * the logit-lens predictions with its own expert's output and with the mean of all
- * experts' outputs, scaled so that the mean weight over the calibration tokens is 1. */
+/* Computes weights [experts] from each domain's mean square root of the KL divergence
+ * between the logit-lens predictions with its own expert's output and with the mean of all
+ * experts' outputs. The weights are scaled so that their mean over the calibration tokens
+ * is 1. */
 sym_status sym_lens_domain_weights(const sym_lens_input *in, double *weights, sym_error *err);
 
 typedef struct sym_pipeline sym_pipeline;

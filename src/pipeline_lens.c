@@ -161,32 +161,6 @@ static void lens_states(const sym_lens_input *in, const uint32_t *picks, size_t 
     }
 }
 
-typedef struct capture_buffer {
-    float *dst;
-    size_t pos, cap;
-} capture_buffer;
-
-static sym_status capture_buffer_write(void *context, const float *values, size_t count,
-                                       sym_error *err)
-{
-    capture_buffer *c = context;
-    if (c->pos + count > c->cap)
-        return sym_error_set(err, SYM_ERR_INVALID, "logit lens: tensor larger than planned");
-    memcpy(c->dst + c->pos, values, count * sizeof *values);
-    c->pos += count;
-    return SYM_OK;
-}
-
-/* Produces one output tensor of the merge into dst (count floats). */
-static sym_status capture_tensor(const sym_merge_sources *src, sym_job_kind kind, sym_role role,
-                                 float *dst, size_t count, sym_error *err)
-{
-    sym_tensor_job job = {kind, role, -1, -1};
-    capture_buffer c = {dst, 0, count};
-    sym_tensor_sink sink = {capture_buffer_write, &c};
-    return sym_produce_tensor(src, &job, &sink, err);
-}
-
 /* Computes the experts' outputs on the sampled tokens into y [samples, experts, hidden].
  * NOTE: only merges whose expert outputs exceed SYM_EXPERT_CACHE_BYTES take this path,
  * and no test reaches that size. */
@@ -248,11 +222,14 @@ sym_status sym_lens_domain_weights(const sym_lens_input *in, double *weights, sy
             s = sample_outputs(in, picks, st.samples, y, err);
     }
     if (s == SYM_OK)
-        s = capture_tensor(in->sources, SYM_JOB_NORM, SYM_ROLE_FINAL_NORM, norm, d, err);
+        s = sym_pipeline_produce(in->sources, SYM_JOB_NORM, SYM_ROLE_FINAL_NORM, -1, norm, d,
+                                 err);
     if (s == SYM_OK) {
         lens_states(in, picks, st.samples, y, norm, z);
         for (size_t i = 0; i < st.samples; i++)
             st.pairs[i] = (lens_pair){-INFINITY, 0.0, 0.0, -INFINITY, 0.0};
+        /* lm_head is fused again at every layer: keeping it in f32 (655 MB at 13B width)
+         * would not fit the memory budget of the calibrated merge. */
         sym_tensor_job job = {SYM_JOB_LM_HEAD, SYM_ROLE_LM_HEAD, -1, -1};
         sym_tensor_sink sink = {lens_write, &st};
         s = sym_produce_tensor(in->sources, &job, &sink, err);

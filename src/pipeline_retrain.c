@@ -184,9 +184,8 @@ static void apply_options(retrain *rt, const sym_retrain_options *o)
         rt->cfg.router.learning_rate = o->lr;
     if (o->has_seed)
         rt->cfg.seed = o->seed;
-    if (o->has_uniform_weights)
-        rt->cfg.router.domain_weights = o->uniform_weights ? SYM_DOMAIN_WEIGHTS_UNIFORM
-                                                           : SYM_DOMAIN_WEIGHTS_LENS;
+    if (o->has_domain_weights)
+        rt->cfg.router.domain_weights = o->domain_weights;
     if (o->threads > 0)
         rt->threads = o->threads;
 }
@@ -427,7 +426,7 @@ static json_t *settings_json(const retrain *rt)
     const sym_router_cfg *r = &rt->cfg.router;
     return json_pack("{s:s, s:s, s:I, s:f, s:I, s:i}", "objective",
                      sym_router_objective_name(r->objective), "domain_weights",
-                     r->domain_weights == SYM_DOMAIN_WEIGHTS_LENS ? "lens" : "uniform",
+                     sym_domain_weights_name(r->domain_weights),
                      "steps", (json_int_t)r->steps, "learning_rate", r->learning_rate,
                      "seed", (json_int_t)rt->cfg.seed, "threads", rt->threads);
 }

@@ -110,6 +110,11 @@ void sym_merge_config_free(sym_merge_config *cfg);
 const char *sym_gate_mode_name(sym_gate_mode mode);
 const char *sym_attention_mode_name(sym_attention_mode mode);
 
+/* Returns the config spelling of a domain weighting ("lens" or "uniform"), and parses it;
+ * the parser returns false for any other name. */
+const char *sym_domain_weights_name(sym_domain_weights weights);
+bool sym_domain_weights_from_name(const char *name, sym_domain_weights *weights);
+
 /* Parses "bfloat16", "float16" or "float32" (and "bf16", "fp16", "fp32"). */
 bool sym_output_dtype_from_name(const char *name, sym_dtype *dtype);
 

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "symphony/mergecfg.h"
 #include "symphony/router.h"
 #include "symphony/status.h"
 
@@ -22,11 +23,11 @@ extern "C" {
 
 /* Settings that override the merge's; each applies only when its has_ flag is set. */
 typedef struct sym_retrain_options {
-    bool has_objective, has_steps, has_lr, has_seed, has_uniform_weights;
+    bool has_objective, has_steps, has_lr, has_seed, has_domain_weights;
     sym_router_objective objective;
-    /* With has_uniform_weights: true weights every token 1, false takes the domain weights
-     * the merge recorded for each layer (see symphony.router.domain_weights). */
-    bool uniform_weights;
+    /* Uniform weights every token 1; lens takes the domain weights the merge recorded for
+     * each layer (see symphony.router.domain_weights). */
+    sym_domain_weights domain_weights;
     int64_t steps;
     double lr;
     uint64_t seed;

@@ -300,12 +300,8 @@ static int apply_overrides(const merge_args *a, sym_merge_config *cfg)
                                "experts_per_token of 2 or more (the config has %lld): with "
                                "one expert per token the router gets no gradient",
                                (long long)cfg->experts_per_token);
-    if (a->router_domain_weights != NULL && strcmp(a->router_domain_weights, "lens") == 0)
-        cfg->router.domain_weights = SYM_DOMAIN_WEIGHTS_LENS;
-    else if (a->router_domain_weights != NULL &&
-             strcmp(a->router_domain_weights, "uniform") == 0)
-        cfg->router.domain_weights = SYM_DOMAIN_WEIGHTS_UNIFORM;
-    else if (a->router_domain_weights != NULL)
+    if (a->router_domain_weights != NULL &&
+        !sym_domain_weights_from_name(a->router_domain_weights, &cfg->router.domain_weights))
         return cli_usage_error("merge", "--router-domain-weights '%s' is not lens or uniform",
                                a->router_domain_weights);
     if (a->cache_dtype != NULL && strcmp(a->cache_dtype, "f32") == 0)

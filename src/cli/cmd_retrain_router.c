@@ -48,12 +48,8 @@ static int parse_option(int opt, const char *value, sym_retrain_options *o)
                                    "distill-topk or classify", value);
         return 0;
     case OPT_DOMAIN_WEIGHTS:
-        o->has_uniform_weights = true;
-        if (strcmp(value, "uniform") == 0)
-            o->uniform_weights = true;
-        else if (strcmp(value, "lens") == 0)
-            o->uniform_weights = false;
-        else
+        o->has_domain_weights = true;
+        if (!sym_domain_weights_from_name(value, &o->domain_weights))
             return cli_usage_error("retrain-router", "--router-domain-weights '%s' is not "
                                    "lens or uniform", value);
         return 0;
