@@ -9,10 +9,10 @@ each stage it counts the GEMM FLOPs that the stage runs (a multiply-add is 2 FLO
 takes the sgemm rate at the shape the stage multiplies. It prints the FLOP rate of the
 stage and its ratio to sgemm, which is the time sgemm alone would need divided by the
 stage's time. Shapes: the source forward multiplies FORWARD_TOKENS rows at a time (the
---forward-tokens option, 512 by default), the merged attention all tokens at once, the
-expert outputs and the correlation blocks 1024 tokens at a time, and the logit lens of the
-router's domain weights (when the report has them) all sampled states times blocks of 512
-lm_head rows. Work that is no GEMM (weight conversion, attention softmax, the assignment
+--forward-tokens option, 512 by default), and the merged attention all tokens at once.
+The expert outputs and the correlation blocks take 1024 tokens at a time. The logit lens
+of the router's domain weights (when the report has them) multiplies all sampled states
+by blocks of 512 lm_head rows. Work that is no GEMM (weight conversion, attention softmax, the assignment
 solve, cache I/O, router steps) counts as time only.
 """
 import argparse

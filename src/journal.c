@@ -1,9 +1,9 @@
 /* The merge journal: an append-only file of completed tensors.
  *
  * Record layout, little-endian: magic "SYJ2" (4 bytes), name length (u32), offset (u64),
- * length (u64), xxh3 of the tensor bytes (u64), xxh3 of the tensor's sampled bytes (u64,
- * see sym_sample_init), the name, then the xxh3-64 of everything before it in the record
- * (u64). Records with magic "SYJ1", written by earlier versions, lack the sample field. A
+ * length (u64), xxh3 of the tensor bytes (u64) and xxh3 of the tensor's sampled bytes
+ * (u64, see sym_sample_init). Then come the name and the xxh3-64 of everything before it
+ * in the record (u64). Records with magic "SYJ1", written by earlier versions, lack the sample field. A
  * record is trusted only when its own checksum matches, so a record torn by a crash is
  * detected and dropped.
  */

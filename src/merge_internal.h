@@ -57,11 +57,11 @@ typedef struct sym_sample {
     uint8_t bytes[SYM_SAMPLE_REGIONS * SYM_SAMPLE_BLOCK]; /* the regions, in order */
 } sym_sample;
 
-/* Chooses the sampled regions of a tensor of nbytes bytes; the seeded positions depend on
+/* Chooses the sampled regions of a tensor of nbytes bytes. The seeded positions depend on
  * the tensor's name and size only, so the writer and a later resume pick the same ones. */
 void sym_sample_init(sym_sample *sample, const char *name, uint64_t nbytes);
 
-/* Copies the sampled bytes inside data, which holds the tensor's bytes from position. */
+/* Copies the sampled bytes inside data, the tensor's bytes starting at position. */
 void sym_sample_feed(sym_sample *sample, uint64_t position, const uint8_t *data, size_t size);
 
 /* Returns the xxh3-64 of the sampled bytes, once every region has been fed. */

@@ -315,8 +315,9 @@ static void backward_token(backward_job *job, size_t j)
     float *dz = ws->dlogits + j * n;
     double inv_count = 1.0 / (double)job->count;
 
-    /* For the top-k objective p holds the renormalised top-k weights, zero elsewhere, so
-     * the same Jacobian gives the gradient of the softmax over the top-k logits. */
+    /* For the top-k objective p contains the renormalised top-k weights and zeros
+     * elsewhere, so the same Jacobian gives the gradient of the softmax over the top-k
+     * logits. */
     if (sym_router_objective_uses_experts(ws->config->objective)) {
         double dp[SYM_ROUTER_MAX_EXPERTS];
         for (size_t e = 0; e < n; e++)

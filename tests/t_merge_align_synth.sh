@@ -54,9 +54,9 @@ tmp = sys.argv[1]
 failures = []
 
 
-def check(ok, what):
+def check(ok, message):
     if not ok:
-        failures.append(what)
+        failures.append(message)
 
 
 def load(model_dir):
