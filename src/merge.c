@@ -37,6 +37,7 @@ typedef struct merge_run {
     const sym_merge_options *opts;
     sym_model *experts[SYM_MAX_SOURCES];
     sym_model *base; /* base_model when it is not an expert */
+    const sym_model *fine_tune_base; /* base_model, also when it is an expert, or NULL */
     sym_model *anchor;
     const sym_model *vocab_donor;
     sym_merge_sources sources;
@@ -104,6 +105,7 @@ static sym_status open_models(merge_run *run, sym_error *err)
             base = run->base;
         }
     }
+    run->fine_tune_base = base;
     run->anchor = base != NULL ? base : run->experts[0];
     if (cfg->anchor != NULL) {
         run->anchor = NULL;
@@ -130,6 +132,9 @@ static sym_status check_compatible(merge_run *run, sym_merge_plan *plan, sym_err
     for (size_t i = 0; i < run->cfg->n_experts; i++)
         if (run->experts[i] != run->anchor)
             list[n++] = run->experts[i];
+    /* Task arithmetic reads the base tensor by tensor, so it must have the same shapes. */
+    if (run->base != NULL && run->base != run->anchor && sym_merge_config_uses_base(run->cfg))
+        list[n++] = run->base;
     sym_compat_options options = {.rope_anchor = run->cfg->rope_anchor};
     sym_compat_report report;
     sym_status s = sym_compat_check(list, n, &options, &report, err);
@@ -168,6 +173,7 @@ static void choose_vocabulary(merge_run *run)
         .experts = run->experts,
         .n_experts = run->cfg->n_experts,
         .anchor = run->anchor,
+        .base = run->fine_tune_base,
         .cfg = run->cfg,
         .n_layers = (int)sym_model_get_config(run->anchor)->num_hidden_layers,
         .vocab_out = rows,

@@ -37,6 +37,47 @@ static void source_weights(const sym_merge_sources *src, int layer, double *w)
         w[i] = sum > 0.0 ? w[i] / sum : 1.0 / (double)src->n_experts;
 }
 
+/* Task arithmetic: base + scale x sum over present sources of w_i (x_i - base), the
+ * weights relative to their mean so that equal weights give scale for every source. As
+ * coefficients of the present sources, then of the base (slot n_present). */
+static void task_coefficients(const sym_merge_sources *src, const double *w,
+                              const bool *present, double *coef)
+{
+    size_t n = src->n_experts, k = 0;
+    double base = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        if (present != NULL && !present[i])
+            continue;
+        coef[k] = src->cfg->task_scale * (double)n * w[i];
+        base -= coef[k++];
+    }
+    coef[k] = base;
+}
+
+static bool uses_task_arithmetic(const sym_merge_sources *src, const sym_tensor_job *job)
+{
+    const sym_merge_config *cfg = src->cfg;
+    switch (job->kind) {
+    case SYM_JOB_EMBED:
+    case SYM_JOB_LM_HEAD:
+        return cfg->embeddings == SYM_FUSION_TASK_ARITHMETIC;
+    case SYM_JOB_NORM:
+        return cfg->norms == SYM_FUSION_TASK_ARITHMETIC;
+    case SYM_JOB_ATTENTION:
+        return cfg->attention == SYM_ATTENTION_TASK_ARITHMETIC;
+    case SYM_JOB_EXPERT:
+    case SYM_JOB_ROUTER:
+        break;
+    }
+    return false;
+}
+
+/* The base model's tensor for a job; the config check makes sure there is a base. */
+static const sym_tensor_ref *base_tensor(const sym_merge_sources *src, const sym_tensor_job *job)
+{
+    return sym_model_tensor(src->base, job->role, job->layer, -1);
+}
+
 /* Drops a source tensor's pages once it has been read: from this process's mapping, so
  * RSS does not grow with the model, and from the page cache, because a merge reads each
  * source tensor once (tied embeddings twice, at the start and the end). */
@@ -76,13 +117,15 @@ static void free_all(float **bufs, size_t n)
         free(bufs[i]);
 }
 
-/* Norms and attention: read every source's tensor whole, combine with coefficients. */
+/* Norms and attention: read every source's tensor whole (and the base's for task
+ * arithmetic), combine with coefficients. */
 static sym_status produce_combined(const sym_merge_sources *src, const sym_tensor_job *job,
                                    const sym_tensor_sink *sink, sym_error *err)
 {
     size_t n = src->n_experts;
-    float *bufs[SYM_MAX_SOURCES];
-    double w[SYM_MAX_SOURCES], coef[SYM_MAX_SOURCES];
+    bool task = uses_task_arithmetic(src, job);
+    float *bufs[SYM_MAX_SOURCES + 1];
+    double w[SYM_MAX_SOURCES], coef[SYM_MAX_SOURCES + 1];
     double gram[SYM_MAX_SOURCES * SYM_MAX_SOURCES];
     memset(bufs, 0, sizeof bufs);
     memset(gram, 0, n * n * sizeof *gram);
@@ -93,13 +136,18 @@ static sym_status produce_combined(const sym_merge_sources *src, const sym_tenso
         numel = ref->info->numel;
         s = read_whole(ref, &bufs[i], err);
     }
+    if (s == SYM_OK && task)
+        s = read_whole(base_tensor(src, job), &bufs[n], err);
+    size_t terms = n + (task ? 1 : 0);
     if (s != SYM_OK) {
-        free_all(bufs, n);
+        free_all(bufs, terms);
         return s;
     }
     source_weights(src, depth_of(src, job), w);
     memcpy(coef, w, n * sizeof *coef);
-    if (job->kind == SYM_JOB_ATTENTION && src->cfg->attention == SYM_ATTENTION_SLERP) {
+    if (task) {
+        task_coefficients(src, w, NULL, coef);
+    } else if (job->kind == SYM_JOB_ATTENTION && src->cfg->attention == SYM_ATTENTION_SLERP) {
         sym_fusion_gram_add((const float *const *)bufs, n, numel, gram);
         sym_multi_slerp_coefficients(gram, w, n, coef);
     }
@@ -107,11 +155,11 @@ static sym_status produce_combined(const sym_merge_sources *src, const sym_tenso
     if (out == NULL)
         s = sym_error_set(err, SYM_ERR_NOMEM, "out of memory fusing layer %d", job->layer);
     if (s == SYM_OK) {
-        sym_fusion_combine((const float *const *)bufs, coef, n, numel, out);
+        sym_fusion_combine((const float *const *)bufs, coef, terms, numel, out);
         s = sink->write(sink->context, out, numel, err);
     }
     free(out);
-    free_all(bufs, n);
+    free_all(bufs, terms);
     return s;
 }
 
@@ -128,14 +176,17 @@ static sym_status produce_copy(const sym_tensor_ref *ref, const sym_tensor_sink 
 }
 
 /* Fuses rows [first, first + rows) of the union vocabulary. A row that several sources
- * have is their weighted mean, with weights renormalised over the sources that have it. */
+ * have is their weighted mean, with weights renormalised over the sources that have it.
+ * With task arithmetic (refs[n] is the base's tensor), a row the base has is the base row
+ * plus the scaled differences of the sources that have it. */
 static sym_status fuse_rows(const sym_merge_sources *src, const sym_tensor_ref *const *refs,
                             const double *w, uint64_t first, uint64_t rows, float **bufs,
-                            float *out, sym_error *err)
+                            float *out, bool task, sym_error *err)
 {
     size_t n = src->n_experts;
+    size_t terms = n + (task ? 1 : 0);
     uint64_t hidden = src->hidden;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < terms; i++) {
         uint64_t have = refs[i]->info->shape[0];
         uint64_t count = 0;
         if (first < have)
@@ -151,21 +202,28 @@ static sym_status fuse_rows(const sym_merge_sources *src, const sym_tensor_ref *
                       first * row_bytes, count * row_bytes);
     }
     for (uint64_t r = 0; r < rows; r++) {
-        const float *row_src[SYM_MAX_SOURCES];
-        double coef[SYM_MAX_SOURCES];
-        size_t present = 0;
+        const float *row_src[SYM_MAX_SOURCES + 1];
+        double coef[SYM_MAX_SOURCES + 1];
+        bool present[SYM_MAX_SOURCES];
+        size_t count = 0;
         double sum = 0.0;
         for (size_t i = 0; i < n; i++) {
-            if (first + r < refs[i]->info->shape[0]) {
-                row_src[present] = bufs[i] + r * hidden;
-                coef[present] = w[i];
+            present[i] = first + r < refs[i]->info->shape[0];
+            if (present[i]) {
+                row_src[count] = bufs[i] + r * hidden;
+                coef[count] = w[i];
                 sum += w[i];
-                present++;
+                count++;
             }
         }
-        for (size_t k = 0; k < present; k++)
-            coef[k] = sum > 0.0 ? coef[k] / sum : 1.0 / (double)present;
-        sym_fusion_combine(row_src, coef, present, hidden, out + r * hidden);
+        if (task && first + r < refs[n]->info->shape[0]) {
+            task_coefficients(src, w, present, coef);
+            row_src[count++] = bufs[n] + r * hidden;
+        } else {
+            for (size_t k = 0; k < count; k++)
+                coef[k] = sum > 0.0 ? coef[k] / sum : 1.0 / (double)count;
+        }
+        sym_fusion_combine(row_src, coef, count, hidden, out + r * hidden);
     }
     return SYM_OK;
 }
@@ -174,20 +232,24 @@ static sym_status produce_vocab(const sym_merge_sources *src, const sym_tensor_j
                                 const sym_tensor_sink *sink, sym_error *err)
 {
     size_t n = src->n_experts;
-    const sym_tensor_ref *refs[SYM_MAX_SOURCES];
-    float *bufs[SYM_MAX_SOURCES];
+    bool task = uses_task_arithmetic(src, job);
+    size_t terms = n + (task ? 1 : 0);
+    const sym_tensor_ref *refs[SYM_MAX_SOURCES + 1];
+    float *bufs[SYM_MAX_SOURCES + 1];
     double w[SYM_MAX_SOURCES];
     sym_role role = job->kind == SYM_JOB_EMBED ? SYM_ROLE_EMBED : SYM_ROLE_LM_HEAD;
     for (size_t i = 0; i < n; i++)
         refs[i] = sym_model_tensor(src->experts[i], role, -1, -1);
+    if (task)
+        refs[n] = sym_model_tensor(src->base, role, -1, -1);
     source_weights(src, depth_of(src, job), w);
 
     size_t block = (size_t)EMBED_BLOCK_ROWS * src->hidden;
     sym_status s = SYM_OK;
     float *out = malloc(block * sizeof *out);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < terms; i++)
         bufs[i] = malloc(block * sizeof **bufs);
-    for (size_t i = 0; i < n && out != NULL; i++)
+    for (size_t i = 0; i < terms && out != NULL; i++)
         if (bufs[i] == NULL)
             s = sym_error_set(err, SYM_ERR_NOMEM, "out of memory fusing the embeddings");
     if (out == NULL)
@@ -196,11 +258,11 @@ static sym_status produce_vocab(const sym_merge_sources *src, const sym_tensor_j
         uint64_t rows = src->vocab_out - first;
         if (rows > EMBED_BLOCK_ROWS)
             rows = EMBED_BLOCK_ROWS;
-        s = fuse_rows(src, refs, w, first, rows, bufs, out, err);
+        s = fuse_rows(src, refs, w, first, rows, bufs, out, task, err);
         if (s == SYM_OK)
             s = sink->write(sink->context, out, rows * src->hidden, err);
     }
-    free_all(bufs, n);
+    free_all(bufs, terms);
     free(out);
     return s;
 }
@@ -319,6 +381,8 @@ void sym_job_prefetch(const sym_merge_sources *src, const sym_tensor_job *job)
         }
         for (size_t i = 0; i < src->n_experts; i++)
             prefetch_source(sym_model_tensor(src->experts[i], job->role, job->layer, -1));
+        if (uses_task_arithmetic(src, job))
+            prefetch_source(base_tensor(src, job));
         return;
     case SYM_JOB_EXPERT:
         prefetch_source(sym_model_tensor(src->experts[job->expert], job->role, job->layer, -1));
@@ -334,7 +398,7 @@ void sym_job_prefetch(const sym_merge_sources *src, const sym_tensor_job *job)
 
 uint64_t sym_job_memory(const sym_merge_sources *src, const sym_tensor_job *job, uint64_t numel)
 {
-    uint64_t n = src->n_experts;
+    uint64_t n = src->n_experts + (uses_task_arithmetic(src, job) ? 1 : 0);
     if (job->kind == SYM_JOB_EMBED || job->kind == SYM_JOB_LM_HEAD)
         return (n + 2) * EMBED_BLOCK_ROWS * src->hidden * 4;
     if (job->kind == SYM_JOB_NORM || job->kind == SYM_JOB_ATTENTION)

@@ -140,6 +140,7 @@ typedef struct sym_merge_sources {
     sym_model *const *experts; /* expert e's FFN becomes expert e */
     size_t n_experts;
     const sym_model *anchor;
+    const sym_model *base; /* base_model (task arithmetic subtracts it), or NULL */
     const sym_merge_config *cfg;
     int n_layers;
     uint64_t vocab_out; /* rows of the output embedding and lm_head */

@@ -29,8 +29,11 @@ static const char *const expert_keys[] = {"source_model", "positive_prompts", "n
                                           "calibration", NULL};
 static const char *const expert_unsupported[] = {"noise_scale", "residual_scale", NULL};
 static const char *const symphony_keys[] = {"anchor", "calibration_tokens", "sequence_length",
-                                            "attention", "weights", "rope", "router", "seed",
-                                            "cache_dtype", NULL};
+                                            "attention", "embeddings", "norms", "task_scale",
+                                            "weights", "rope", "router", "seed", "cache_dtype",
+                                            NULL};
+/* Spellings of sym_fusion_mode, in enum order. */
+static const char *const fusion_names[] = {"linear", "task-arithmetic", NULL};
 /* Spellings of sym_domain_weights, in enum order. */
 static const char *const domain_weights_names[] = {"lens", "uniform", NULL};
 
@@ -368,7 +371,7 @@ static sym_status read_router(cfg_reader *r, yaml_node_t *node, sym_router_cfg *
 static sym_status read_symphony_key(cfg_reader *r, const char *key, yaml_node_t *v,
                                     sym_merge_config *cfg)
 {
-    static const char *const attention[] = {"slerp", "linear", "base", NULL};
+    static const char *const attention[] = {"slerp", "linear", "base", "task-arithmetic", NULL};
     static const char *const rope[] = {"strict", "anchor", NULL};
     int choice = 0;
     sym_status s;
@@ -382,6 +385,21 @@ static sym_status read_symphony_key(cfg_reader *r, const char *key, yaml_node_t 
     if (strcmp(key, "attention") == 0) {
         s = read_choice(r, v, "symphony.attention", attention, &choice);
         cfg->attention = (sym_attention_mode)choice;
+        return s;
+    }
+    if (strcmp(key, "embeddings") == 0 || strcmp(key, "norms") == 0) {
+        bool embeddings = key[0] == 'e';
+        s = read_choice(r, v, embeddings ? "symphony.embeddings" : "symphony.norms",
+                        fusion_names, &choice);
+        *(embeddings ? &cfg->embeddings : &cfg->norms) = (sym_fusion_mode)choice;
+        return s;
+    }
+    if (strcmp(key, "task_scale") == 0) {
+        s = read_double(r, v, "symphony.task_scale", 0.0, &cfg->task_scale);
+        if (s == SYM_OK && (cfg->task_scale <= 0.0 || cfg->task_scale > 100.0))
+            s = sym_error_set(r->err, SYM_ERR_INVALID,
+                              "%s: 'symphony.task_scale' is %g; expected a number above 0 "
+                              "and at most 100", r->path, cfg->task_scale);
         return s;
     }
     if (strcmp(key, "weights") == 0)
@@ -597,6 +615,37 @@ static sym_status open_config(const char *path, FILE **f, sym_error *err)
     return SYM_OK;
 }
 
+bool sym_merge_config_uses_base(const sym_merge_config *cfg)
+{
+    return cfg->attention == SYM_ATTENTION_TASK_ARITHMETIC ||
+           cfg->embeddings == SYM_FUSION_TASK_ARITHMETIC ||
+           cfg->norms == SYM_FUSION_TASK_ARITHMETIC;
+}
+
+/* Task arithmetic needs the model the experts were fine-tuned from, and a scale: its best
+ * value depends on the number of experts and how far they moved, so it has no default. */
+static sym_status check_task_arithmetic(const sym_merge_config *cfg, sym_error *err)
+{
+    bool uses = sym_merge_config_uses_base(cfg);
+    if (uses && cfg->base_model == NULL)
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "%s: task-arithmetic fusion needs 'base_model', the model the "
+                             "experts were fine-tuned from", cfg->path);
+    if (uses && cfg->task_scale == 0.0)
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "%s: task-arithmetic fusion needs 'symphony.task_scale', the "
+                             "factor on the sum of the experts' differences from the base, "
+                             "e.g. 0.35 for four experts (1/N gives their plain mean)",
+                             cfg->path);
+    if (!uses && cfg->task_scale != 0.0)
+        return sym_error_set(err, SYM_ERR_INVALID,
+                             "%s: 'symphony.task_scale' is set but no component uses "
+                             "task arithmetic; set 'symphony.embeddings', 'norms' or "
+                             "'attention' to task-arithmetic, or remove task_scale",
+                             cfg->path);
+    return SYM_OK;
+}
+
 sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_error *err)
 {
     set_defaults(cfg);
@@ -637,6 +686,8 @@ sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_er
                           "%s: the distill-topk objective needs experts_per_token of 2 or "
                           "more: with one expert per token its weight is always 1, so the "
                           "router gets no gradient", path);
+    if (s == SYM_OK)
+        s = check_task_arithmetic(cfg, err);
     yaml_document_delete(&r.doc);
     return s;
 }
@@ -674,8 +725,13 @@ const char *sym_gate_mode_name(sym_gate_mode mode)
 
 const char *sym_attention_mode_name(sym_attention_mode mode)
 {
-    static const char *const names[] = {"slerp", "linear", "base"};
+    static const char *const names[] = {"slerp", "linear", "base", "task-arithmetic"};
     return names[mode];
+}
+
+const char *sym_fusion_mode_name(sym_fusion_mode mode)
+{
+    return fusion_names[mode];
 }
 
 const char *sym_domain_weights_name(sym_domain_weights weights)

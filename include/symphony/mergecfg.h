@@ -47,10 +47,17 @@ typedef enum sym_domain_weights {
 } sym_domain_weights;
 
 typedef enum sym_attention_mode {
-    SYM_ATTENTION_SLERP,  /* SLERP for two sources, multi-SLERP for more */
-    SYM_ATTENTION_LINEAR, /* weighted mean */
-    SYM_ATTENTION_BASE,   /* copy from the anchor */
+    SYM_ATTENTION_SLERP,           /* SLERP for two sources, multi-SLERP for more */
+    SYM_ATTENTION_LINEAR,          /* weighted mean */
+    SYM_ATTENTION_BASE,            /* copy from the anchor */
+    SYM_ATTENTION_TASK_ARITHMETIC, /* base plus the scaled sum of the experts' differences */
 } sym_attention_mode;
+
+/* How the embeddings (and an untied lm_head) or the norms are fused. */
+typedef enum sym_fusion_mode {
+    SYM_FUSION_LINEAR,          /* weighted mean; embeddings over the union vocabulary */
+    SYM_FUSION_TASK_ARITHMETIC, /* base + task_scale x sum of (expert - base) */
+} sym_fusion_mode;
 
 
 /* One expert: a source model and its prompts and calibration text. */
@@ -93,6 +100,11 @@ typedef struct sym_merge_config {
     int64_t calibration_tokens;
     int64_t sequence_length;
     sym_attention_mode attention;
+    sym_fusion_mode embeddings;
+    sym_fusion_mode norms;
+    /* Task arithmetic multiplies the sum of the experts' differences from base_model by
+     * this (per-source weights relative to their mean scale each term); 0 when unset. */
+    double task_scale;
     bool rope_anchor;
     sym_router_cfg router;
     sym_hcache_dtype cache_dtype; /* hidden-state cache files: f32 (default) or bf16 */
@@ -106,9 +118,13 @@ sym_status sym_merge_config_load(sym_merge_config *cfg, const char *path, sym_er
 
 void sym_merge_config_free(sym_merge_config *cfg);
 
-/* Returns the config spelling of a gate mode, dtype or attention mode. */
+/* Returns the config spelling of a gate mode, attention mode or fusion mode. */
 const char *sym_gate_mode_name(sym_gate_mode mode);
 const char *sym_attention_mode_name(sym_attention_mode mode);
+const char *sym_fusion_mode_name(sym_fusion_mode mode);
+
+/* True when any backbone component is fused by task arithmetic. */
+bool sym_merge_config_uses_base(const sym_merge_config *cfg);
 
 /* Returns the config spelling of a domain weighting ("lens" or "uniform"), and parses it;
  * the parser returns false for any other name. */
