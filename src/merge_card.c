@@ -180,11 +180,16 @@ static void write_router(card_text *c, const sym_merge_config *cfg, json_t *laye
 static void write_method(card_text *c, const sym_card_facts *facts, json_t *report)
 {
     const sym_merge_config *cfg = facts->cfg;
-    card_append(c, "\n## Method\n\n"
-                   "- embeddings%s: weighted mean over the union vocabulary (%llu rows)\n"
-                   "- attention fusion: %s\n- norms: weighted mean\n",
+    bool task_embed = cfg->embeddings == SYM_FUSION_TASK_ARITHMETIC;
+    card_append(c, "\n## Method\n\n- embeddings%s: %s over the union vocabulary (%llu rows)\n"
+                   "- attention fusion: %s\n- norms: %s\n",
                 facts->tied ? " (tied output layer)" : " and lm_head",
-                (unsigned long long)facts->vocab_rows, sym_attention_mode_name(cfg->attention));
+                task_embed ? "task arithmetic" : "weighted mean",
+                (unsigned long long)facts->vocab_rows, sym_attention_mode_name(cfg->attention),
+                cfg->norms == SYM_FUSION_TASK_ARITHMETIC ? "task arithmetic" : "weighted mean");
+    if (sym_merge_config_uses_base(cfg))
+        card_append(c, "- task arithmetic: base_model plus %g times the sum of the experts' "
+                       "differences from it\n", cfg->task_scale);
     json_t *layers = json_object_get(report, "layers");
     if (report == NULL) {
         card_append(c, "- calibration: none (calibration_tokens 0)\n"

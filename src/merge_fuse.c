@@ -37,9 +37,9 @@ static void source_weights(const sym_merge_sources *src, int layer, double *w)
         w[i] = sum > 0.0 ? w[i] / sum : 1.0 / (double)src->n_experts;
 }
 
-/* Task arithmetic: base + scale x sum over present sources of w_i (x_i - base), the
- * weights relative to their mean so that equal weights give scale for every source. As
- * coefficients of the present sources, then of the base (slot n_present). */
+/* Computes the coefficients of base + scale x sum over present sources of w_i (x_i - base),
+ * with weights relative to their mean, so equal weights give each source the scale. The
+ * present sources come first in coef, then the base. */
 static void task_coefficients(const sym_merge_sources *src, const double *w,
                               const bool *present, double *coef)
 {
@@ -72,7 +72,7 @@ static bool uses_task_arithmetic(const sym_merge_sources *src, const sym_tensor_
     return false;
 }
 
-/* The base model's tensor for a job; the config check makes sure there is a base. */
+/* Returns the base model's tensor for a job. The config check makes sure there is a base. */
 static const sym_tensor_ref *base_tensor(const sym_merge_sources *src, const sym_tensor_job *job)
 {
     return sym_model_tensor(src->base, job->role, job->layer, -1);

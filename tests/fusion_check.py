@@ -79,6 +79,21 @@ def vocab_rows(sources, name, w):
     return out
 
 
+def vocab_rows_task(sources, base, name, w, scale):
+    """Task arithmetic: a row the base has is base + scale * n * sum w_i (x_i - base) over
+    the sources that have it; a row only sources have is their selective linear mean."""
+    out = vocab_rows(sources, name, w)
+    n = len(sources)
+    for r in range(min(base.shape[0], out.shape[0])):
+        have = [i for i, s in enumerate(sources) if r < s[name].shape[0]]
+        out[r] = base[r] + sum(scale * n * w[i] * (sources[i][name][r] - base[r]) for i in have)
+    return out
+
+
+def task(xs, base, w, scale):
+    return base + sum(scale * len(xs) * w[i] * (x - base) for i, x in enumerate(xs))
+
+
 def lm_head_of(model):
     return model.get("lm_head.weight", model["model.embed_tokens.weight"])
 
@@ -95,18 +110,36 @@ def check_merge(spec):
     vocab = max(s["model.embed_tokens.weight"].shape[0] for s in srcs)
     check(out_cfg["vocab_size"] == vocab, "vocab_size is the union vocabulary")
 
+    scale = spec.get("task_scale")
+    ta = load(spec["base"])[1] if spec.get("base") else None
+    task_embed = spec.get("embeddings") == "task-arithmetic"
+    task_norms = spec.get("norms") == "task-arithmetic"
+
+    def norm_want(name, w):
+        xs = [s[name] for s in srcs]
+        if task_norms:
+            return task(xs, ta[name], w, scale)
+        return sum(w[i] * x for i, x in enumerate(xs))
+
     w0 = layer_weights(schedules, 0, n_layers)
-    close(out["model.embed_tokens.weight"], vocab_rows(srcs, "model.embed_tokens.weight", w0),
-          "embed_tokens")
+    name = "model.embed_tokens.weight"
+    if task_embed:
+        want = vocab_rows_task(srcs, ta[name], name, w0, scale)
+    else:
+        want = vocab_rows(srcs, name, w0)
+    close(out[name], want, "embed_tokens")
     wl = layer_weights(schedules, n_layers - 1, n_layers)
-    close(out["model.norm.weight"], sum(wl[i] * s["model.norm.weight"] for i, s in
-                                        enumerate(srcs)), "final norm")
+    close(out["model.norm.weight"], norm_want("model.norm.weight", wl), "final norm")
     tied = all("lm_head.weight" not in s for s in srcs)
     check(out_cfg["tie_word_embeddings"] == tied, "tie_word_embeddings")
     check(("lm_head.weight" in out) == (not tied), "lm_head present only when untied")
     if not tied:
         heads = [{"h": lm_head_of(s)} for s in srcs]
-        close(out["lm_head.weight"], vocab_rows(heads, "h", wl), "lm_head")
+        if task_embed:
+            want = vocab_rows_task(heads, lm_head_of(ta), "h", wl, scale)
+        else:
+            want = vocab_rows(heads, "h", wl)
+        close(out["lm_head.weight"], want, "lm_head")
 
     base = load(spec["anchor"])[1] if spec.get("anchor") else None
     for l in range(n_layers):
@@ -114,7 +147,7 @@ def check_merge(spec):
         p = "model.layers.%d." % l
         for norm in ("input_layernorm", "post_attention_layernorm"):
             name = p + norm + ".weight"
-            close(out[name], sum(w[i] * s[name] for i, s in enumerate(srcs)), name)
+            close(out[name], norm_want(name, w), name)
         for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
             name = p + "self_attn." + proj + ".weight"
             xs = [s[name].ravel() for s in srcs]
@@ -122,6 +155,8 @@ def check_merge(spec):
                 want = multi_slerp(list(w), xs)
             elif spec["attention"] == "linear":
                 want = sum(w[i] * x for i, x in enumerate(xs))
+            elif spec["attention"] == "task-arithmetic":
+                want = task(xs, ta[name].ravel(), w, scale)
             else:
                 want = base[name].ravel()
             close(out[name].ravel(), want, name)

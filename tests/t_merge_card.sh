@@ -3,7 +3,7 @@
 # calibration tokens and domains, alignment summary, router objective, steps and held-out
 # accuracies (recomputed here from merge-report.json), attention fusion mode and licences
 # (one source given a README.md front matter licence); an uncalibrated merge states that
-# nothing was calibrated, aligned or trained.
+# nothing was calibrated, aligned or trained, and its task-arithmetic embeddings and scale.
 set -u
 F=${SYMPHONY_SHARED:-}/fixtures/real
 if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
@@ -44,6 +44,8 @@ experts:
   - source_model: $tmp/legal
 symphony:
   calibration_tokens: 0
+  embeddings: task-arithmetic
+  task_scale: 0.5
 YAML
 
 "$BIN" merge -q "$tmp/calibrated.yml" "$tmp/cal" || { echo "calibrated merge failed"; exit 1; }
@@ -85,6 +87,11 @@ has(plain, "- calibration: none (calibration_tokens 0)", "uncalibrated")
 has(plain, "- expert alignment: none", "uncalibrated")
 has(plain, "router: not trained; rows from gate_mode random", "uncalibrated router")
 has(plain, "licence: apache-2.0", "uncalibrated licence")
+has(plain, "embeddings (tied output layer): task arithmetic over", "task-arithmetic embeddings")
+has(plain, "norms: weighted mean", "linear norms")
+has(plain, "task arithmetic: base_model plus 0.5 times", "task scale")
+if "task arithmetic" in card:
+    bad.append("the calibrated card mentions task arithmetic")
 if "held-out" in plain:
     bad.append("uncalibrated card mentions held-out accuracy")
 for b in bad:

@@ -1,8 +1,8 @@
 #!/bin/sh
 # merge's config checks and output handling: unknown and unsupported keys, modes that
-# need calibration, relative paths, --force, a completed rerun, refused resumes (config,
-# thread count, source changed), --restart, the lock, --memory-limit, non-finite values
-# and float16 overflow named by tensor.
+# need calibration, task arithmetic's base and scale, relative paths, --force, a completed
+# rerun, refused resumes (config, thread count, source changed), --restart, the lock,
+# --memory-limit, non-finite values and float16 overflow named by tensor.
 set -u
 F=${SYMPHONY_SHARED:-}/fixtures/real
 if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
@@ -84,6 +84,26 @@ printf '%s\n' '  "seed\0x": 1' >>"$tmp/nulkey.yml"
 expect 1 "the key 'seed...' contains a NUL character (line 7)" "$tmp/nulkey.yml" "$tmp/o"
 config "$tmp/weights.yml" "symphony:" "  router:" "    domain_weights: LENS"
 expect 1 "is 'LENS'; expected one of: lens, uniform" "$tmp/weights.yml" "$tmp/o"
+# Task arithmetic needs a base and a scale, and a scale needs task arithmetic.
+config "$tmp/ta.yml" "symphony:" "  embeddings: task-arithmetic" "  task_scale: 0.35"
+expect 1 "task-arithmetic fusion needs 'base_model'" "$tmp/ta.yml" "$tmp/o"
+config "$tmp/ta-scale.yml" "base_model: $F/base" "symphony:" "  norms: task-arithmetic"
+expect 1 "needs 'symphony.task_scale'" "$tmp/ta-scale.yml" "$tmp/o"
+config "$tmp/ta-unused.yml" "base_model: $F/base" "symphony:" "  task_scale: 0.35"
+expect 1 "'symphony.task_scale' is set but no component uses task arithmetic" \
+    "$tmp/ta-unused.yml" "$tmp/o"
+config "$tmp/ta-zero.yml" "base_model: $F/base" "symphony:" "  attention: task-arithmetic" \
+    "  task_scale: 0"
+expect 1 "'symphony.task_scale' is 0; expected a number above 0" "$tmp/ta-zero.yml" "$tmp/o"
+config "$tmp/ta-mode.yml" "symphony:" "  norms: mean"
+expect 1 "'symphony.norms' is 'mean'; expected one of: linear, task-arithmetic" \
+    "$tmp/ta-mode.yml" "$tmp/o"
+# The base goes through the architecture check: one with another hidden size is refused.
+"$SYMPHONY_BUILD/tests/tool_synth" "$tmp/base-128" hidden=128 vocab=512 >/dev/null ||
+    { echo "tool_synth failed"; fail=1; }
+config "$tmp/ta-shape.yml" "base_model: $tmp/base-128" "symphony:" "  anchor: $F/legal" \
+    "  embeddings: task-arithmetic" "  task_scale: 0.5"
+expect 1 "the sources cannot be merged: .* in $tmp/base-128" "$tmp/ta-shape.yml" "$tmp/o"
 [ -e "$tmp/o" ] || [ -e "$tmp/o.partial" ] && { echo "a rejected merge left output"; fail=1; }
 
 # The documented example config uses every key and is valid.

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Checks every fusion rule of merge against an independent numpy computation
 # (tests/fusion_check.py). Covered: SLERP of two sources, multi-SLERP of three with a
-# per-layer weight schedule, linear and base attention, norms and the union vocabulary.
+# per-layer weight schedule, linear and base attention, norms and the union vocabulary,
+# task arithmetic of each component (with a separate base model and with an expert as the
+# base, beside a source with more vocabulary rows than the base).
 # Also an untied lm_head, expert copies, random routers, and bf16 output as the rounded
 # f32 result.
 set -u
@@ -22,6 +24,10 @@ fail=0
 "$PY" "$check" make-sources "$F" "$tmp" || { echo "could not build test sources"; exit 1; }
 
 # run NAME ATTENTION WEIGHTS EXTRA_LINE SOURCES...: merges, then checks with numpy.
+# $symphony_extra holds more lines of the symphony: section, $spec_extra more JSON keys of
+# the check's spec (with a leading comma).
+symphony_extra=""
+spec_extra=""
 run() {
     name=$1 attention=$2 weights=$3 extra=$4
     shift 4
@@ -35,14 +41,15 @@ run() {
         echo "symphony:"
         echo "  attention: $attention"
         [ -n "$weights" ] && echo "  weights: $weights"
+        [ -n "$symphony_extra" ] && printf '%s\n' "$symphony_extra"
     } >"$tmp/$name.yml"
     "$SYMPHONY_BIN" merge -q "$tmp/$name.yml" "$tmp/$name" || { echo "$name: merge failed"; fail=1; return; }
     sources=$(printf '"%s",' "$@")
     anchor=""
     case "$extra" in base_model:*) anchor=", \"anchor\": \"${extra#base_model: }\"" ;; esac
-    printf '{"output": "%s", "sources": [%s], "attention": "%s", "router": "random"%s%s}\n' \
+    printf '{"output": "%s", "sources": [%s], "attention": "%s", "router": "random"%s%s%s}\n' \
         "$tmp/$name" "${sources%,}" "$attention" "${weights:+, \"weights\": $weights}" \
-        "$anchor" >"$tmp/$name.json"
+        "$anchor" "$spec_extra" >"$tmp/$name.json"
     "$PY" "$check" check "$tmp/$name.json" || { echo "$name: numpy check failed"; fail=1; }
 }
 
@@ -50,6 +57,23 @@ run slerp2 slerp "[1, 3]" "" "$tmp/stories-520" "$F/legal"
 run slerp3 slerp "[[1, 3], 1, 1]" "" "$F/stories" "$F/legal" "$F/code"
 run linear linear "[2, 1]" "" "$F/legal" "$F/code"
 run base base "" "base_model: $F/base" "$F/legal" "$tmp/docs-untied"
+
+# Task arithmetic everywhere, against a base that is not an expert: stories-520 has rows
+# the base lacks (their selective mean), docs-untied an lm_head (the base's is its
+# embedding).
+symphony_extra="  embeddings: task-arithmetic
+  norms: task-arithmetic
+  task_scale: 0.35"
+spec_extra=", \"embeddings\": \"task-arithmetic\", \"norms\": \"task-arithmetic\", \"task_scale\": 0.35, \"base\": \"$F/base\""
+run task task-arithmetic "[[1, 3], 1, 2]" "base_model: $F/base" \
+    "$tmp/stories-520" "$F/legal" "$tmp/docs-untied"
+# Only the embeddings, with an expert as the base; the attention stays SLERP.
+symphony_extra="  embeddings: task-arithmetic
+  task_scale: 0.6"
+spec_extra=", \"embeddings\": \"task-arithmetic\", \"task_scale\": 0.6, \"base\": \"$F/legal\""
+run task-self slerp "" "base_model: $F/legal" "$F/legal" "$F/code" "$F/docs"
+symphony_extra=""
+spec_extra=""
 
 # bf16 output: the same merge as slerp3, rounded.
 sed 's/^dtype: float32/dtype: bfloat16/' "$tmp/slerp3.yml" >"$tmp/slerp3-bf16.yml"
