@@ -188,8 +188,8 @@ static void write_method(card_text *c, const sym_card_facts *facts, json_t *repo
                 (unsigned long long)facts->vocab_rows, sym_attention_mode_name(cfg->attention),
                 cfg->norms == SYM_FUSION_TASK_ARITHMETIC ? "task arithmetic" : "weighted mean");
     if (sym_merge_config_uses_base(cfg))
-        card_append(c, "- task arithmetic: base_model plus %g times the sum of the experts' "
-                       "differences from it\n", cfg->task_scale);
+        card_append(c, "- task arithmetic: base_model (`%s`) plus %g times the sum of the "
+                       "experts' differences from it\n", cfg->base_model, cfg->task_scale);
     json_t *layers = json_object_get(report, "layers");
     if (report == NULL) {
         card_append(c, "- calibration: none (calibration_tokens 0)\n"

@@ -100,6 +100,22 @@ static void release_source(const sym_tensor_ref *ref)
     release_range(ref->file, sym_st_data(ref->file, ref->info), length);
 }
 
+/* Fails naming the source file and tensor when values read from elements [first, first +
+ * count) of it hold a NaN or an infinity: fused, it would only surface later as a
+ * non-finite output or, during calibration, as a NaN router loss. */
+static sym_status check_source_finite(const sym_tensor_ref *ref, const float *values,
+                                      uint64_t first, size_t count, sym_error *err)
+{
+    size_t bad = sym_find_nonfinite(values, count);
+    if (bad == count)
+        return SYM_OK;
+    return sym_error_set(err, SYM_ERR_NONFINITE,
+                         "%s: tensor '%s': element %llu is %g; the merge needs finite source "
+                         "weights, so repair or replace this model", ref->file->path,
+                         ref->info->name, (unsigned long long)(first + bad),
+                         (double)values[bad]);
+}
+
 static sym_status read_whole(const sym_tensor_ref *ref, float **out, sym_error *err)
 {
     *out = malloc(ref->info->numel * sizeof **out + 1);
@@ -108,6 +124,8 @@ static sym_status read_whole(const sym_tensor_ref *ref, float **out, sym_error *
                              ref->info->name);
     sym_status s = sym_tensor_read_f32(ref, 0, ref->info->numel, *out, err);
     release_source(ref);
+    if (s == SYM_OK)
+        s = check_source_finite(ref, *out, 0, ref->info->numel, err);
     return s;
 }
 
@@ -191,8 +209,12 @@ static sym_status fuse_rows(const sym_merge_sources *src, const sym_tensor_ref *
         uint64_t count = 0;
         if (first < have)
             count = have - first < rows ? have - first : rows;
+        if (count == 0)
+            continue; /* a source (or the base) a whole block shorter than the output */
         sym_status s = sym_tensor_read_f32(refs[i], first * hidden, count * hidden, bufs[i],
                                            err);
+        if (s == SYM_OK)
+            s = check_source_finite(refs[i], bufs[i], first * hidden, count * hidden, err);
         if (s != SYM_OK)
             return s;
         /* Each row is read once, so the block's pages can go at once, not at the end of

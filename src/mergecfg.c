@@ -395,12 +395,20 @@ static sym_status read_symphony_key(cfg_reader *r, const char *key, yaml_node_t 
         return s;
     }
     if (strcmp(key, "task_scale") == 0) {
-        s = read_double(r, v, "symphony.task_scale", 0.0, &cfg->task_scale);
-        if (s == SYM_OK && (cfg->task_scale <= 0.0 || cfg->task_scale > 100.0))
-            s = sym_error_set(r->err, SYM_ERR_INVALID,
-                              "%s: 'symphony.task_scale' is %g; expected a number above 0 "
-                              "and at most 100", r->path, cfg->task_scale);
-        return s;
+        /* One message for every bad value: read_double's "at least 0" would invite 0. */
+        const char *text;
+        s = expect_scalar(r, v, "symphony.task_scale", &text);
+        if (s != SYM_OK)
+            return s;
+        char *end;
+        double scale = strtod(text, &end);
+        if (end == text || *end != '\0' || !(scale > 0.0 && scale <= 100.0))
+            return sym_error_set(r->err, SYM_ERR_INVALID,
+                                 "%s: 'symphony.task_scale' is '%s'; expected a number above "
+                                 "0 and at most 100, e.g. 0.35 (1/N gives the plain mean of "
+                                 "N experts)", r->path, text);
+        cfg->task_scale = scale;
+        return SYM_OK;
     }
     if (strcmp(key, "weights") == 0)
         return read_weights(r, v, cfg);

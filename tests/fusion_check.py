@@ -183,7 +183,7 @@ def check_bf16(spec):
 
 
 def make_sources(fixtures, dest):
-    """Sources the fixtures lack: a larger vocabulary, and an untied lm_head."""
+    """Sources the fixtures lack: a larger vocabulary, an untied lm_head, a short base."""
     rng = np.random.default_rng(5)
     cfg, t, _ = st_io.load_model_dir(os.path.join(fixtures, "stories"))
     t = dict(t)
@@ -199,6 +199,12 @@ def make_sources(fixtures, dest):
     cfg = dict(cfg, tie_word_embeddings=False)
     st_io.save_model_dir(os.path.join(dest, "docs-untied"), cfg, t,
                          tokenizer_from=os.path.join(fixtures, "docs"))
+    # A base more than one 256-row block of the embeddings shorter than the output.
+    cfg, t, _ = st_io.load_model_dir(os.path.join(fixtures, "base"))
+    t = dict(t)
+    t["model.embed_tokens.weight"] = t["model.embed_tokens.weight"][:200]
+    st_io.save_model_dir(os.path.join(dest, "base-200"), dict(cfg, vocab_size=200), t,
+                         tokenizer_from=os.path.join(fixtures, "base"))
 
 
 def main():

@@ -89,7 +89,7 @@ has(plain, "router: not trained; rows from gate_mode random", "uncalibrated rout
 has(plain, "licence: apache-2.0", "uncalibrated licence")
 has(plain, "embeddings (tied output layer): task arithmetic over", "task-arithmetic embeddings")
 has(plain, "norms: weighted mean", "linear norms")
-has(plain, "task arithmetic: base_model plus 0.5 times", "task scale")
+has(plain, "task arithmetic: base_model (`%s/base`) plus 0.5 times" % F, "task scale")
 if "task arithmetic" in card:
     bad.append("the calibrated card mentions task arithmetic")
 if "held-out" in plain:

@@ -94,7 +94,13 @@ expect 1 "'symphony.task_scale' is set but no component uses task arithmetic" \
     "$tmp/ta-unused.yml" "$tmp/o"
 config "$tmp/ta-zero.yml" "base_model: $F/base" "symphony:" "  attention: task-arithmetic" \
     "  task_scale: 0"
-expect 1 "'symphony.task_scale' is 0; expected a number above 0" "$tmp/ta-zero.yml" "$tmp/o"
+expect 1 "'symphony.task_scale' is '0'; expected a number above 0" "$tmp/ta-zero.yml" "$tmp/o"
+# A negative or malformed scale gets the same range, not read_double's "at least 0".
+for bad in -1 0.35abc 101; do
+    sed "s/task_scale: 0\$/task_scale: $bad/" "$tmp/ta-zero.yml" >"$tmp/ta-bad.yml"
+    expect 1 "'symphony.task_scale' is '$bad'; expected a number above 0 and at most 100" \
+        "$tmp/ta-bad.yml" "$tmp/o"
+done
 config "$tmp/ta-mode.yml" "symphony:" "  norms: mean"
 expect 1 "'symphony.norms' is 'mean'; expected one of: linear, task-arithmetic" \
     "$tmp/ta-mode.yml" "$tmp/o"
@@ -206,6 +212,11 @@ t["model.layers.1.input_layernorm.weight"] = t["model.layers.1.input_layernorm.w
 st_io.save_model_dir(d + "-big", cfg, t)
 t["model.layers.1.input_layernorm.weight"][3] = np.nan
 st_io.save_model_dir(d + "-nan", cfg, t)
+cfg, t, _ = st_io.load_model_dir(os.path.join(os.environ["SYMPHONY_SHARED"], "fixtures/real/base"))
+t = dict(t)
+t["model.layers.1.self_attn.q_proj.weight"] = t["model.layers.1.self_attn.q_proj.weight"].copy()
+t["model.layers.1.self_attn.q_proj.weight"][0, 5] = np.inf
+st_io.save_model_dir(d + "-base-inf", cfg, t)
 PY
 config "$tmp/big.yml"
 sed -i "s|$F/legal|$tmp/legal-big|" "$tmp/big.yml"
@@ -214,4 +225,12 @@ expect 1 "tensor 'model.norm.weight': .* exceed the float16 range" --dtype float
 config "$tmp/nan.yml"
 sed -i "s|$F/legal|$tmp/legal-nan|" "$tmp/nan.yml"
 expect 1 "tensor 'model.layers.1.input_layernorm.weight': element 3 is nan" "$tmp/nan.yml" "$tmp/nan"
+# A non-finite weight of task arithmetic's base is named with its file, also when
+# calibration fuses the layer first (it used to surface as a NaN router loss).
+config "$tmp/base-inf.yml" "base_model: $tmp/legal-base-inf" "symphony:" "  anchor: $F/legal" \
+    "  attention: task-arithmetic" "  task_scale: 0.5" "  calibration_tokens: 256" \
+    "  sequence_length: 64"
+sed -i "s|^gate_mode: random|gate_mode: hidden|; s|  - source_model: $F/legal|&\\n    calibration: $F/text/legal/calib.txt|; s|  - source_model: $F/code|&\\n    calibration: $F/text/code/calib.txt|" "$tmp/base-inf.yml"
+expect 1 "$tmp/legal-base-inf/model.safetensors: tensor 'model.layers.1.self_attn.q_proj.weight': element 5 is inf" \
+    "$tmp/base-inf.yml" "$tmp/base-inf"
 exit $fail

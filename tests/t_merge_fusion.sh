@@ -3,7 +3,8 @@
 # (tests/fusion_check.py). Covered: SLERP of two sources, multi-SLERP of three with a
 # per-layer weight schedule, linear and base attention, norms and the union vocabulary,
 # task arithmetic of each component (with a separate base model and with an expert as the
-# base, beside a source with more vocabulary rows than the base).
+# base, beside a source with more vocabulary rows than the base, and with a base whose
+# vocabulary is blocks shorter than the output).
 # Also an untied lm_head, expert copies, random routers, and bf16 output as the rounded
 # f32 result.
 set -u
@@ -72,6 +73,12 @@ symphony_extra="  embeddings: task-arithmetic
   task_scale: 0.6"
 spec_extra=", \"embeddings\": \"task-arithmetic\", \"task_scale\": 0.6, \"base\": \"$F/legal\""
 run task-self slerp "" "base_model: $F/legal" "$F/legal" "$F/code" "$F/docs"
+# A base whose vocabulary ends blocks before the output's: its missing rows are the
+# experts' mean (reading its empty blocks used to fail).
+symphony_extra="  embeddings: task-arithmetic
+  task_scale: 0.5"
+spec_extra=", \"embeddings\": \"task-arithmetic\", \"task_scale\": 0.5, \"base\": \"$tmp/base-200\""
+run task-short linear "" "base_model: $tmp/base-200" "$F/legal" "$tmp/stories-520"
 symphony_extra=""
 spec_extra=""
 
