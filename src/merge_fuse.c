@@ -196,10 +196,11 @@ static sym_status produce_copy(const sym_tensor_ref *ref, const sym_tensor_sink 
 /* Fuses rows [first, first + rows) of the union vocabulary. A row that several sources
  * have is their weighted mean, with weights renormalised over the sources that have it.
  * With task arithmetic (refs[n] is the base's tensor), a row the base has is the base row
- * plus the scaled differences of the sources that have it. */
+ * plus the scaled differences of the sources that have it. A row no source has is the
+ * vocabulary donor's (the anchor, when it is longer than every source). */
 static sym_status fuse_rows(const sym_merge_sources *src, const sym_tensor_ref *const *refs,
-                            const double *w, uint64_t first, uint64_t rows, float **bufs,
-                            float *out, bool task, sym_error *err)
+                            const sym_tensor_ref *donor, const double *w, uint64_t first,
+                            uint64_t rows, float **bufs, float *out, bool task, sym_error *err)
 {
     size_t n = src->n_experts;
     size_t terms = n + (task ? 1 : 0);
@@ -241,6 +242,15 @@ static sym_status fuse_rows(const sym_merge_sources *src, const sym_tensor_ref *
         if (task && first + r < refs[n]->info->shape[0]) {
             task_coefficients(src, w, present, coef);
             row_src[count++] = bufs[n] + r * hidden;
+        } else if (count == 0) {
+            sym_status s = sym_tensor_read_f32(donor, (first + r) * hidden, hidden,
+                                               out + r * hidden, err);
+            if (s == SYM_OK)
+                s = check_source_finite(donor, out + r * hidden, (first + r) * hidden, hidden,
+                                        err);
+            if (s != SYM_OK)
+                return s;
+            continue;
         } else {
             for (size_t k = 0; k < count; k++)
                 coef[k] = sum > 0.0 ? coef[k] / sum : 1.0 / (double)count;
@@ -264,6 +274,7 @@ static sym_status produce_vocab(const sym_merge_sources *src, const sym_tensor_j
         refs[i] = sym_model_tensor(src->experts[i], role, -1, -1);
     if (task)
         refs[n] = sym_model_tensor(src->base, role, -1, -1);
+    const sym_tensor_ref *donor = sym_model_tensor(src->anchor, role, -1, -1);
     source_weights(src, depth_of(src, job), w);
 
     size_t block = (size_t)EMBED_BLOCK_ROWS * src->hidden;
@@ -280,7 +291,7 @@ static sym_status produce_vocab(const sym_merge_sources *src, const sym_tensor_j
         uint64_t rows = src->vocab_out - first;
         if (rows > EMBED_BLOCK_ROWS)
             rows = EMBED_BLOCK_ROWS;
-        s = fuse_rows(src, refs, w, first, rows, bufs, out, task, err);
+        s = fuse_rows(src, refs, donor, w, first, rows, bufs, out, task, err);
         if (s == SYM_OK)
             s = sink->write(sink->context, out, rows * src->hidden, err);
     }

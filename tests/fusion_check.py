@@ -68,21 +68,27 @@ def load(path):
     return config, {k: v.astype(np.float64) for k, v in tensors.items()}, dtypes
 
 
-def vocab_rows(sources, name, w):
-    """Selective linear: each row the weighted mean over the sources that have it."""
+def vocab_rows(sources, name, w, donor=None):
+    """Selective linear: each row the weighted mean over the sources that have it; rows
+    beyond every source are the donor's (the anchor when it is longer)."""
     rows = max(s[name].shape[0] for s in sources)
+    if donor is not None:
+        rows = max(rows, donor.shape[0])
     out = np.zeros((rows, sources[0][name].shape[1]))
     for r in range(rows):
         have = [i for i, s in enumerate(sources) if r < s[name].shape[0]]
+        if not have:
+            out[r] = donor[r]
+            continue
         ww = w[have] / w[have].sum()
         out[r] = sum(ww[k] * sources[i][name][r] for k, i in enumerate(have))
     return out
 
 
-def vocab_rows_task(sources, base, name, w, scale):
+def vocab_rows_task(sources, base, name, w, scale, donor=None):
     """Task arithmetic: a row the base has is base + scale * n * sum w_i (x_i - base) over
     the sources that have it; a row only sources have is their selective linear mean."""
-    out = vocab_rows(sources, name, w)
+    out = vocab_rows(sources, name, w, donor)
     n = len(sources)
     for r in range(min(base.shape[0], out.shape[0])):
         have = [i for i, s in enumerate(sources) if r < s[name].shape[0]]
@@ -107,7 +113,9 @@ def check_merge(spec):
     check(out_cfg["model_type"] == "mixtral", "model_type is mixtral")
     check(out_cfg["num_local_experts"] == n, "num_local_experts")
     check("rope_theta" in out_cfg, "rope_theta written")
-    vocab = max(s["model.embed_tokens.weight"].shape[0] for s in srcs)
+    # The anchor donates the rows no source has when it is longer than every source.
+    donor = load(spec["anchor"])[1] if spec.get("anchor") else None
+    vocab = max(s["model.embed_tokens.weight"].shape[0] for s in srcs + [donor] if s)
     check(out_cfg["vocab_size"] == vocab, "vocab_size is the union vocabulary")
 
     scale = spec.get("task_scale")
@@ -123,10 +131,11 @@ def check_merge(spec):
 
     w0 = layer_weights(schedules, 0, n_layers)
     name = "model.embed_tokens.weight"
+    donor_embed = donor[name] if donor else None
     if task_embed:
-        want = vocab_rows_task(srcs, ta[name], name, w0, scale)
+        want = vocab_rows_task(srcs, ta[name], name, w0, scale, donor_embed)
     else:
-        want = vocab_rows(srcs, name, w0)
+        want = vocab_rows(srcs, name, w0, donor_embed)
     close(out[name], want, "embed_tokens")
     wl = layer_weights(schedules, n_layers - 1, n_layers)
     close(out["model.norm.weight"], norm_want("model.norm.weight", wl), "final norm")
@@ -135,10 +144,11 @@ def check_merge(spec):
     check(("lm_head.weight" in out) == (not tied), "lm_head present only when untied")
     if not tied:
         heads = [{"h": lm_head_of(s)} for s in srcs]
+        donor_head = lm_head_of(donor) if donor else None
         if task_embed:
-            want = vocab_rows_task(heads, lm_head_of(ta), "h", wl, scale)
+            want = vocab_rows_task(heads, lm_head_of(ta), "h", wl, scale, donor_head)
         else:
-            want = vocab_rows(heads, "h", wl)
+            want = vocab_rows(heads, "h", wl, donor_head)
         close(out["lm_head.weight"], want, "lm_head")
 
     base = load(spec["anchor"])[1] if spec.get("anchor") else None

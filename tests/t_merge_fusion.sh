@@ -1,7 +1,8 @@
 #!/bin/sh
 # Checks every fusion rule of merge against an independent numpy computation
 # (tests/fusion_check.py). Covered: SLERP of two sources, multi-SLERP of three with a
-# per-layer weight schedule, linear and base attention, norms and the union vocabulary,
+# per-layer weight schedule, linear and base attention, norms and the union vocabulary
+# (rows only a longer base model has come from it),
 # task arithmetic of each component (with a separate base model and with an expert as the
 # base, beside a source with more vocabulary rows than the base, and with a base whose
 # vocabulary is blocks shorter than the output).
@@ -58,6 +59,8 @@ run slerp2 slerp "[1, 3]" "" "$tmp/stories-520" "$F/legal"
 run slerp3 slerp "[[1, 3], 1, 1]" "" "$F/stories" "$F/legal" "$F/code"
 run linear linear "[2, 1]" "" "$F/legal" "$F/code"
 run base base "" "base_model: $F/base" "$F/legal" "$tmp/docs-untied"
+# A base longer than every expert donates the rows no expert has.
+run donor linear "" "base_model: $tmp/stories-520" "$F/legal" "$tmp/docs-untied"
 
 # Task arithmetic everywhere, against a base that is not an expert: stories-520 has rows
 # the base lacks (their selective mean), docs-untied an lm_head (the base's is its
