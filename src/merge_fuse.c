@@ -100,9 +100,9 @@ static void release_source(const sym_tensor_ref *ref)
     release_range(ref->file, sym_st_data(ref->file, ref->info), length);
 }
 
-/* Fails naming the source file and tensor when values read from elements [first, first +
- * count) of it hold a NaN or an infinity: fused, it would only surface later as a
- * non-finite output or, during calibration, as a NaN router loss. */
+/* Fails, naming the source file and tensor, when elements [first, first + count) of it
+ * hold a NaN or an infinity. Fused, the value would surface only later, as a non-finite
+ * output or a NaN router loss. */
 static sym_status check_source_finite(const sym_tensor_ref *ref, const float *values,
                                       uint64_t first, size_t count, sym_error *err)
 {
