@@ -2,6 +2,7 @@
 #include "model_internal.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,6 +453,11 @@ sym_status sym_model_open(sym_model **out, const char *dir, sym_error *err)
                           stat(m->dir, &st) != 0 ? strerror(errno) : "not a directory");
     if (s == SYM_OK && snprintf(path, sizeof path, "%s/config.json", m->dir) >= (int)sizeof path)
         s = sym_error_set(err, SYM_ERR_LIMIT, "%s: path too long", dir);
+    if (s == SYM_OK && access(path, F_OK) != 0 && errno == ENOENT)
+        s = sym_error_set(err, SYM_ERR_NOT_FOUND,
+                          "%s: no config.json, so this is not a Hugging Face model directory; "
+                          "give the directory that holds config.json and the .safetensors "
+                          "files", dir);
     if (s == SYM_OK)
         s = sym_json_load_file(path, SYM_MAX_CONFIG_BYTES, &m->config_json, err);
     if (s == SYM_OK)

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Inputs that cannot live in the committed corpus: FIFOs (which must be rejected without
-# blocking), text that is not UTF-8, and a header with more tensors than the limit.
+# Inputs that cannot live in the committed corpus: a directory that is no model, FIFOs
+# (which must be rejected without blocking), text that is not UTF-8, and a header with
+# more tensors than the limit.
 set -u
 bin=$SYMPHONY_BIN
 real="$SYMPHONY_TOP/fixtures/bad/cases/good"
@@ -16,6 +17,13 @@ expect() { # expect STATUS TEXT COMMAND...
     [ "$rc" = "$status" ] || { echo "FAIL: $*: exit $rc, expected $status: $out"; fail=1; return; }
     case "$out" in *"$text"*) ;; *) echo "FAIL: $*: output lacks '$text': $out"; fail=1 ;; esac
 }
+
+# A directory without config.json, and a path that does not exist.
+mkdir "$tmp/empty"
+expect 1 "empty: no config.json, so this is not a Hugging Face model directory" \
+    "$bin" inspect "$tmp/empty"
+expect 1 "missing: not a model directory: No such file or directory" \
+    "$bin" inspect "$tmp/missing"
 
 mkfifo "$tmp/fifo.txt"
 expect 1 "fifo.txt: not a regular file" "$bin" eval "$real" --text "$tmp/fifo.txt"
