@@ -1,7 +1,7 @@
 #!/bin/sh
-# A calibrated merge (alignment, caches, routers) killed with SIGKILL at points spread over
-# the run, inside the calibration of a layer and inside tensor writes, resumes to model
-# files byte-identical to an uninterrupted run. merge-report.json (timings, peak memory)
+# A calibrated merge (alignment, caches, routers, task-arithmetic embeddings and norms)
+# killed with SIGKILL at points spread over the run, inside the calibration of a layer and
+# inside tensor writes, resumes to model files byte-identical to an uninterrupted run. merge-report.json (timings, peak memory)
 # and the work folder are not compared byte for byte.
 set -u
 F=${SYMPHONY_SHARED:-}/fixtures/real
@@ -28,6 +28,9 @@ experts:
     calibration: [$F/text/docs/calib.txt]
 symphony:
   calibration_tokens: 2048
+  embeddings: task-arithmetic
+  norms: task-arithmetic
+  task_scale: 0.35
   seed: 3
   router:
     objective: distill
