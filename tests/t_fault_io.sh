@@ -5,11 +5,8 @@
 # the file or tensor, exit status 1 and no published output; once the fault is gone, the
 # same command resumes and the output is byte-identical to an uninterrupted run.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 BIN=$SYMPHONY_BIN
 SHIM=$SYMPHONY_BUILD/tests/faultshim.so
 if [ ! -f "$SHIM" ]; then

@@ -5,11 +5,8 @@
 # when it is installed, and by listing the parent directory, which must hold only the
 # output after a run, a killed run and its resume, and a --force replacement).
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 BIN=$SYMPHONY_BIN
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-paths-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

@@ -6,12 +6,9 @@
 # which tokens are sampled, and the mean of sqrt(KL(lens(h + y_own) || lens(h + mean of y)))
 # per domain.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 if ! "$PY" -c "import numpy" 2>/dev/null; then
     echo "skipped: $PY cannot import numpy"
     exit 77
@@ -24,15 +21,7 @@ cat >"$tmp/merge.yml" <<YAML
 base_model: $F/base
 dtype: float32
 experts_per_token: 2
-experts:
-  - source_model: $F/stories
-    calibration: [$F/text/stories/calib.txt]
-  - source_model: $F/legal
-    calibration: [$F/text/legal/calib.txt]
-  - source_model: $F/code
-    calibration: [$F/text/code/calib.txt]
-  - source_model: $F/docs
-    calibration: [$F/text/docs/calib.txt]
+$(real_experts)
 symphony:
   anchor: $F/stories
   calibration_tokens: 8192

@@ -3,11 +3,8 @@
 # routers, 4 experts per token) equals the moe-btx baseline tensor for tensor. The
 # reference oracle and symphony-stream eval both score the baseline's perplexities on it.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
 if ! "$PY" -c 'import numpy, torch' 2>/dev/null; then
     echo "skipped: $PY lacks numpy or torch (the oracle needs both)"

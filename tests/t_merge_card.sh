@@ -5,11 +5,8 @@
 # (one source given a README.md front matter licence); an uncalibrated merge states that
 # nothing was calibrated, aligned or trained, and its task-arithmetic embeddings and scale.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
 BIN=$SYMPHONY_BIN
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-card-XXXXXX")

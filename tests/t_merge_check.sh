@@ -4,11 +4,8 @@
 # equal the shard files the merge then writes, caches bound the work directory), and
 # configs with several problems at once (every one listed, exit 1), and usage errors.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-check-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

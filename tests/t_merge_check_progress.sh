@@ -4,11 +4,8 @@
 # layer, and (when tmux is installed) a terminal gets the progress line unless
 # --no-progress is given.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-progress-XXXXXX")
 session=symphony-progress-$$

@@ -4,11 +4,8 @@
 # document, a tiny --memory-limit, a directory as the config, a missing or foreign
 # manifest, and a source with a short sliding window.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-guard-XXXXXX")
 trap 'chmod -R u+w "$tmp"; rm -rf "$tmp"' EXIT
 fail=0

@@ -4,11 +4,8 @@
 # printed resume command (the program path as invoked, quoted because it has a space) run
 # through the shell finishes a merge byte-identical to an uninterrupted one.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-interrupt-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 fail=0
@@ -20,13 +17,7 @@ cat >"$tmp/merge.yml" <<YAML
 base_model: $F/base
 dtype: float32
 gate_mode: hidden
-experts:
-  - source_model: $F/stories
-    calibration: [$F/text/stories/calib.txt]
-  - source_model: $F/legal
-    calibration: [$F/text/legal/calib.txt]
-  - source_model: $F/code
-    calibration: [$F/text/code/calib.txt]
+$(real_experts stories legal code)
 symphony:
   calibration_tokens: 24576
   router:

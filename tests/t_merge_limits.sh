@@ -4,11 +4,8 @@
 # and needed sizes; --memory-limit below the plan's working-memory estimate is rejected
 # before any work, and the estimate itself is accepted.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
 BIN=$SYMPHONY_BIN
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-limits-XXXXXX")
@@ -20,11 +17,7 @@ cat >"$tmp/merge.yml" <<YAML
 base_model: $F/base
 dtype: float32
 gate_mode: hidden
-experts:
-  - source_model: $F/stories
-    calibration: [$F/text/stories/calib.txt]
-  - source_model: $F/legal
-    calibration: [$F/text/legal/calib.txt]
+$(real_experts stories legal)
 symphony:
   calibration_tokens: 8192
   router:

@@ -4,11 +4,12 @@
 # merge beats the BTX baseline on every domain and both baselines on the geometric mean,
 # and the report holds a permutation diagnostic and a router report for every layer.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
 ORACLE=${SYMPHONY_SHARED:-}/tools/oracle.py
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ] || [ ! -f "$ORACLE" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real and tools/oracle.py is not available"
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
+if [ ! -f "$ORACLE" ]; then
+    echo "skipped: $ORACLE is not available"
     exit 77
 fi
 if ! "$PY" -c "import torch, numpy" 2>/dev/null; then
@@ -23,15 +24,7 @@ base_model: $F/base
 dtype: float32
 experts_per_token: 2
 gate_mode: hidden
-experts:
-  - source_model: $F/stories
-    calibration: [$F/text/stories/calib.txt]
-  - source_model: $F/legal
-    calibration: [$F/text/legal/calib.txt]
-  - source_model: $F/code
-    calibration: [$F/text/code/calib.txt]
-  - source_model: $F/docs
-    calibration: [$F/text/docs/calib.txt]
+$(real_experts)
 symphony:
   anchor: $F/stories
   calibration_tokens: 16384

@@ -4,11 +4,8 @@
 # inside tensor writes, resumes to model files byte-identical to an uninterrupted run. merge-report.json (timings, peak memory)
 # and the work folder are not compared byte for byte.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 BIN=$SYMPHONY_BIN
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-pipe-resume-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -17,15 +14,7 @@ cat >"$tmp/merge.yml" <<YAML
 base_model: $F/base
 dtype: bfloat16
 experts_per_token: 2
-experts:
-  - source_model: $F/stories
-    calibration: [$F/text/stories/calib.txt]
-  - source_model: $F/legal
-    calibration: [$F/text/legal/calib.txt]
-  - source_model: $F/code
-    calibration: [$F/text/code/calib.txt]
-  - source_model: $F/docs
-    calibration: [$F/text/docs/calib.txt]
+$(real_experts)
 symphony:
   calibration_tokens: 2048
   embeddings: task-arithmetic

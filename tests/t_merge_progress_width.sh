@@ -3,11 +3,8 @@
 # fits in 49 columns, ends at a whole word, and has one layout: stage, layer l/5,
 # elapsed time and ETA, never the tensor counter.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 if ! command -v script >/dev/null 2>&1; then
     echo "skipped: script(1) from util-linux is not installed"
     exit 77
@@ -19,11 +16,7 @@ cat >"$tmp/merge.yml" <<YAML
 base_model: $F/base
 dtype: float32
 gate_mode: hidden
-experts:
-  - source_model: $F/stories
-    calibration: [$F/text/stories/calib.txt]
-  - source_model: $F/legal
-    calibration: [$F/text/legal/calib.txt]
+$(real_experts stories legal)
 symphony:
   calibration_tokens: 8192
 YAML

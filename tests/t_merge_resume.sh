@@ -4,11 +4,8 @@
 # directory byte-identical to an uninterrupted run. Also: SIGINT finishes the current
 # record and exits 130, and a chain of kills resumes correctly.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 BIN=$SYMPHONY_BIN
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-resume-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT

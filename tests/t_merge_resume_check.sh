@@ -6,11 +6,8 @@
 # the middle of a tensor. An unknown mode is a usage error. test_resume_check covers which
 # middle bytes the quick check skips.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 BIN=$SYMPHONY_BIN
 PY=$SYMPHONY_PYTHON
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-resume-check-XXXXXX")

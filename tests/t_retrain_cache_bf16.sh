@@ -3,11 +3,8 @@
 # inside calibration resumes to model files byte-identical to an uninterrupted run, and
 # retrain-router on the bf16 router inputs reproduces the merge's routers byte for byte.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 BIN=$SYMPHONY_BIN
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-cache-bf16-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -16,15 +13,7 @@ cat >"$tmp/merge.yml" <<YAML
 base_model: $F/base
 dtype: float32
 experts_per_token: 2
-experts:
-  - source_model: $F/stories
-    calibration: [$F/text/stories/calib.txt]
-  - source_model: $F/legal
-    calibration: [$F/text/legal/calib.txt]
-  - source_model: $F/code
-    calibration: [$F/text/code/calib.txt]
-  - source_model: $F/docs
-    calibration: [$F/text/docs/calib.txt]
+$(real_experts)
 symphony:
   calibration_tokens: 2048
   cache_dtype: bf16

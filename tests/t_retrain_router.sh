@@ -4,12 +4,9 @@
 # tensors and nothing else, and verify accepts the result; a missing or damaged cache file
 # is an error naming it that leaves the model files unchanged.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 if ! "$PY" -c "import json, struct" 2>/dev/null; then
     echo "skipped: $PY cannot run"
     exit 77
@@ -23,15 +20,7 @@ base_model: $F/base
 dtype: bfloat16
 experts_per_token: 2
 gate_mode: hidden
-experts:
-  - source_model: $F/stories
-    calibration: [$F/text/stories/calib.txt]
-  - source_model: $F/legal
-    calibration: [$F/text/legal/calib.txt]
-  - source_model: $F/code
-    calibration: [$F/text/code/calib.txt]
-  - source_model: $F/docs
-    calibration: [$F/text/docs/calib.txt]
+$(real_experts)
 symphony:
   calibration_tokens: 2048
   seed: 5

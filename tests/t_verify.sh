@@ -2,11 +2,8 @@
 # verify passes a fresh merge, names the tensor whose byte was flipped, flags non-string
 # __metadata__ values and a wrong index total_size, and exits 1 on damage.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-verify-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
