@@ -135,8 +135,8 @@ static void free_all(float **bufs, size_t n)
         free(bufs[i]);
 }
 
-/* Norms and attention: read every source's tensor whole (and the base's for task
- * arithmetic), combine with coefficients. */
+/* Produces a norm or attention tensor: reads every source's tensor whole, and the base's
+ * for task arithmetic, then combines them with coefficients. */
 static sym_status produce_combined(const sym_merge_sources *src, const sym_tensor_job *job,
                                    const sym_tensor_sink *sink, sym_error *err)
 {
@@ -193,11 +193,10 @@ static sym_status produce_copy(const sym_tensor_ref *ref, const sym_tensor_sink 
     return s;
 }
 
-/* Fuses rows [first, first + rows) of the union vocabulary. A row that several sources
- * have is their weighted mean, with weights renormalised over the sources that have it.
- * With task arithmetic (refs[n] is the base's tensor), a row the base has is the base row
- * plus the scaled differences of the sources that have it. A row no source has is the
- * vocabulary donor's (the anchor, when it is longer than every source). */
+/* Fuses rows [first, first + rows) of the union vocabulary. A row is the weighted mean of
+ * the sources that have it, renormalised over them. With task arithmetic (refs[n] is the
+ * base's tensor), a row the base has is the base row plus the scaled differences of the
+ * sources that have it. A row no source has is the donor's (the longer anchor). */
 static sym_status fuse_rows(const sym_merge_sources *src, const sym_tensor_ref *const *refs,
                             const sym_tensor_ref *donor, const double *w, uint64_t first,
                             uint64_t rows, float **bufs, float *out, bool task, sym_error *err)

@@ -123,6 +123,14 @@ static sym_status read_int(cfg_reader *r, yaml_node_t *node, const char *key, in
     return SYM_OK;
 }
 
+/* Parses text that is one finite number and nothing else. */
+static bool parse_finite(const char *text, double *value)
+{
+    char *end;
+    *value = strtod(text, &end);
+    return end != text && *end == '\0' && isfinite(*value);
+}
+
 static sym_status read_double(cfg_reader *r, yaml_node_t *node, const char *key, double min,
                               double *value)
 {
@@ -130,9 +138,8 @@ static sym_status read_double(cfg_reader *r, yaml_node_t *node, const char *key,
     sym_status s = expect_scalar(r, node, key, &text);
     if (s != SYM_OK)
         return s;
-    char *end;
-    double v = strtod(text, &end);
-    if (end == text || *end != '\0' || !isfinite(v) || v < min)
+    double v;
+    if (!parse_finite(text, &v) || v < min)
         return sym_error_set(r->err, SYM_ERR_INVALID,
                              "%s: '%s' is '%s'; expected a number of at least %g", r->path, key,
                              text, min);
@@ -387,22 +394,25 @@ static sym_status read_symphony_key(cfg_reader *r, const char *key, yaml_node_t 
         cfg->attention = (sym_attention_mode)choice;
         return s;
     }
-    if (strcmp(key, "embeddings") == 0 || strcmp(key, "norms") == 0) {
-        bool embeddings = key[0] == 'e';
-        s = read_choice(r, v, embeddings ? "symphony.embeddings" : "symphony.norms",
-                        fusion_names, &choice);
-        *(embeddings ? &cfg->embeddings : &cfg->norms) = (sym_fusion_mode)choice;
+    if (strcmp(key, "embeddings") == 0) {
+        s = read_choice(r, v, "symphony.embeddings", fusion_names, &choice);
+        cfg->embeddings = (sym_fusion_mode)choice;
+        return s;
+    }
+    if (strcmp(key, "norms") == 0) {
+        s = read_choice(r, v, "symphony.norms", fusion_names, &choice);
+        cfg->norms = (sym_fusion_mode)choice;
         return s;
     }
     if (strcmp(key, "task_scale") == 0) {
-        /* One message for every bad value: read_double's "at least 0" would invite 0. */
+        /* Every invalid value gets the range, because read_double's "at least 0" would
+         * suggest 0. */
         const char *text;
         s = expect_scalar(r, v, "symphony.task_scale", &text);
         if (s != SYM_OK)
             return s;
-        char *end;
-        double scale = strtod(text, &end);
-        if (end == text || *end != '\0' || !(scale > 0.0 && scale <= 100.0))
+        double scale;
+        if (!parse_finite(text, &scale) || scale <= 0.0 || scale > 100.0)
             return sym_error_set(r->err, SYM_ERR_INVALID,
                                  "%s: 'symphony.task_scale' is '%s'; expected a number above "
                                  "0 and at most 100, e.g. 0.35 (1/N gives the plain mean of "
@@ -630,8 +640,9 @@ bool sym_merge_config_uses_base(const sym_merge_config *cfg)
            cfg->norms == SYM_FUSION_TASK_ARITHMETIC;
 }
 
-/* Task arithmetic needs the model the experts were fine-tuned from, and a scale: its best
- * value depends on the number of experts and how far they moved, so it has no default. */
+/* Checks that task arithmetic has the model the experts were fine-tuned from and a scale.
+ * The best scale depends on the number of experts and how far they moved, so it has no
+ * default. */
 static sym_status check_task_arithmetic(const sym_merge_config *cfg, sym_error *err)
 {
     bool uses = sym_merge_config_uses_base(cfg);

@@ -69,8 +69,8 @@ def load(path):
 
 
 def vocab_rows(sources, name, w, donor=None):
-    """Selective linear: each row the weighted mean over the sources that have it; rows
-    beyond every source are the donor's (the anchor when it is longer)."""
+    """Selective linear: each row is the weighted mean over the sources that have it.
+    Rows beyond every source are the donor's (the anchor, when it is longer)."""
     rows = max(s[name].shape[0] for s in sources)
     if donor is not None:
         rows = max(rows, donor.shape[0])
@@ -87,7 +87,7 @@ def vocab_rows(sources, name, w, donor=None):
 
 def vocab_rows_task(sources, base, name, w, scale, donor=None):
     """Task arithmetic: a row the base has is base + scale * n * sum w_i (x_i - base) over
-    the sources that have it; a row only sources have is their selective linear mean."""
+    the sources that have it. A row only sources have is their selective linear mean."""
     out = vocab_rows(sources, name, w, donor)
     n = len(sources)
     for r in range(min(base.shape[0], out.shape[0])):

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Inputs that cannot live in the committed corpus: a directory that is no model, FIFOs
+# Inputs that cannot live in the committed corpus: a directory that is not a model, FIFOs
 # (which must be rejected without blocking), text that is not UTF-8, and a header with
 # more tensors than the limit.
 set -u

@@ -4,11 +4,8 @@
 # rerun, refused resumes (config, thread count, source changed), --restart, the lock,
 # --memory-limit, non-finite values and float16 overflow named by tensor.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/symphony-config-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -95,7 +92,7 @@ expect 1 "'symphony.task_scale' is set but no component uses task arithmetic" \
 config "$tmp/ta-zero.yml" "base_model: $F/base" "symphony:" "  attention: task-arithmetic" \
     "  task_scale: 0"
 expect 1 "'symphony.task_scale' is '0'; expected a number above 0" "$tmp/ta-zero.yml" "$tmp/o"
-# A negative or malformed scale gets the same range, not read_double's "at least 0".
+# A negative, malformed or too large scale gets the same message with the range.
 for bad in -1 0.35abc 101; do
     sed "s/task_scale: 0\$/task_scale: $bad/" "$tmp/ta-zero.yml" >"$tmp/ta-bad.yml"
     expect 1 "'symphony.task_scale' is '$bad'; expected a number above 0 and at most 100" \
@@ -104,7 +101,7 @@ done
 config "$tmp/ta-mode.yml" "symphony:" "  norms: mean"
 expect 1 "'symphony.norms' is 'mean'; expected one of: linear, task-arithmetic" \
     "$tmp/ta-mode.yml" "$tmp/o"
-# The base goes through the architecture check: one with another hidden size is refused.
+# The base goes through the architecture check, so one with another hidden size is rejected.
 "$SYMPHONY_BUILD/tests/tool_synth" "$tmp/base-128" hidden=128 vocab=512 >/dev/null ||
     { echo "tool_synth failed"; fail=1; }
 config "$tmp/ta-shape.yml" "base_model: $tmp/base-128" "symphony:" "  anchor: $F/legal" \
@@ -226,7 +223,7 @@ config "$tmp/nan.yml"
 sed -i "s|$F/legal|$tmp/legal-nan|" "$tmp/nan.yml"
 expect 1 "tensor 'model.layers.1.input_layernorm.weight': element 3 is nan" "$tmp/nan.yml" "$tmp/nan"
 # A non-finite weight of task arithmetic's base is named with its file, also when
-# calibration fuses the layer first (it used to surface as a NaN router loss).
+# calibration fuses the layer before any router is trained on it.
 config "$tmp/base-inf.yml" "base_model: $tmp/legal-base-inf" "symphony:" "  anchor: $F/legal" \
     "  attention: task-arithmetic" "  task_scale: 0.5" "  calibration_tokens: 256" \
     "  sequence_length: 64"

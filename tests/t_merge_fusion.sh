@@ -9,11 +9,8 @@
 # Also an untied lm_head, expert copies, random routers, and bf16 output as the rounded
 # f32 result.
 set -u
-F=${SYMPHONY_SHARED:-}/fixtures/real
-if [ -z "${SYMPHONY_SHARED:-}" ] || [ ! -d "$F" ]; then
-    echo "skipped: SYMPHONY_SHARED with fixtures/real is not available"
-    exit 77
-fi
+. "$SYMPHONY_TOP/tests/real_fixtures.sh"
+skip_without_real
 PY=${SYMPHONY_PYTHON:-/usr/bin/python3}
 if ! "$PY" -c 'import numpy' 2>/dev/null; then
     echo "skipped: $PY has no numpy"
@@ -26,7 +23,7 @@ fail=0
 "$PY" "$check" make-sources "$F" "$tmp" || { echo "could not build test sources"; exit 1; }
 
 # run NAME ATTENTION WEIGHTS EXTRA_LINE SOURCES...: merges, then checks with numpy.
-# $symphony_extra holds more lines of the symphony: section, $spec_extra more JSON keys of
+# $symphony_extra contains more lines of the symphony: section, $spec_extra more JSON keys of
 # the check's spec (with a leading comma).
 symphony_extra=""
 spec_extra=""
@@ -76,8 +73,8 @@ symphony_extra="  embeddings: task-arithmetic
   task_scale: 0.6"
 spec_extra=", \"embeddings\": \"task-arithmetic\", \"task_scale\": 0.6, \"base\": \"$F/legal\""
 run task-self slerp "" "base_model: $F/legal" "$F/legal" "$F/code" "$F/docs"
-# A base whose vocabulary ends blocks before the output's: its missing rows are the
-# experts' mean (reading its empty blocks used to fail).
+# A base whose vocabulary ends whole blocks before the output's: its missing rows are the
+# experts' mean, and the empty blocks are not read.
 symphony_extra="  embeddings: task-arithmetic
   task_scale: 0.5"
 spec_extra=", \"embeddings\": \"task-arithmetic\", \"task_scale\": 0.5, \"base\": \"$tmp/base-200\""

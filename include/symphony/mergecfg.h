@@ -102,8 +102,8 @@ typedef struct sym_merge_config {
     sym_attention_mode attention;
     sym_fusion_mode embeddings;
     sym_fusion_mode norms;
-    /* Task arithmetic multiplies the sum of the experts' differences from base_model by
-     * this (per-source weights relative to their mean scale each term); 0 when unset. */
+    /* Factor of the sum of the experts' differences from base_model in task arithmetic,
+     * 0 when unset. Per-source weights over their mean scale each difference. */
     double task_scale;
     bool rope_anchor;
     sym_router_cfg router;
@@ -123,7 +123,7 @@ const char *sym_gate_mode_name(sym_gate_mode mode);
 const char *sym_attention_mode_name(sym_attention_mode mode);
 const char *sym_fusion_mode_name(sym_fusion_mode mode);
 
-/* True when any backbone component is fused by task arithmetic. */
+/* Returns true when any backbone component is fused by task arithmetic. */
 bool sym_merge_config_uses_base(const sym_merge_config *cfg);
 
 /* Returns the config spelling of a domain weighting ("lens" or "uniform"), and parses it;
