@@ -212,8 +212,7 @@ sym_status sym_lens_domain_weights(const sym_lens_input *in, double *weights, sy
     st.pairs = malloc(cap * sizeof *st.pairs);
     sym_status s = SYM_OK;
     if (picks == NULL || (in->y == NULL && y == NULL) || z == NULL || norm == NULL ||
-        st.block == NULL ||
-        st.logits == NULL || st.pairs == NULL)
+        st.block == NULL || st.logits == NULL || st.pairs == NULL)
         s = sym_error_set(err, SYM_ERR_NOMEM, "logit lens: out of memory");
 
     if (s == SYM_OK) {
